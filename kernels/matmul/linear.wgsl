@@ -1,0 +1,6 @@
+// Batched GEMM / linear layer, portable tiled path. Defines: F16, TRANS_B, HAS_BIAS, HAS_RESIDUAL, ACT.
+#include "common/dtype.wgsl"
+#include "common/activation.wgsl"
+#include "matmul/bindings.wgsl"
+#include "matmul/load_a_dense.wgsl"
+#include "matmul/gemm_tiled.wgsl"

@@ -1,0 +1,108 @@
+//! Recording and running kernel dispatches. An op builds `Dispatch`es (pipeline + bind group + grid); a list of
+//! them runs in one compute pass and one submission, inside error scopes. Lists can be kept and run again, which
+//! is what the graph executor replays each step.
+use std::sync::Arc;
+
+use wgpu::util::DeviceExt;
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+use super::Gpu;
+use super::pipeline::Kernel;
+
+/// One resource bound at a binding index of group 0.
+pub enum Bind<'a> {
+    /// A tensor as a storage buffer (its byte range).
+    T(&'a Tensor),
+    /// Bytes of a typed uniform struct (`bytemuck::bytes_of(&params)`).
+    Uniform(&'a [u8]),
+}
+
+/// A ready-to-run kernel launch.
+pub struct Dispatch {
+    pub label: String,
+    pub pipeline: Arc<wgpu::ComputePipeline>,
+    pub bind_group: wgpu::BindGroup,
+    pub groups: [u32; 3],
+}
+
+/// Largest workgroup count per grid dimension that every adapter accepts.
+pub const MAX_GROUPS: u32 = 65535;
+
+/// Splits `n` workgroups into an (x, y) grid; kernels rebuild the linear index as `wid.x + wid.y * nwg.x`.
+pub fn grid_1d(n: u32) -> [u32; 3] {
+    if n <= MAX_GROUPS {
+        [n.max(1), 1, 1]
+    } else {
+        let y = n.div_ceil(MAX_GROUPS);
+        [n.div_ceil(y), y, 1]
+    }
+}
+
+impl Gpu {
+    /// Builds a dispatch of `kernel` with `binds` at their binding indices and a grid of `groups`.
+    pub fn dispatch(&self, op: &str, kernel: &Kernel, binds: &[(u32, Bind)], groups: [u32; 3]) -> Result<Dispatch> {
+        for (i, g) in groups.iter().enumerate() {
+            if *g > self.limits.max_compute_workgroups_per_dimension {
+                return Err(Error::limit(
+                    op,
+                    format!(
+                        "grid dimension {i} needs {g} workgroups, adapter allows {}",
+                        self.limits.max_compute_workgroups_per_dimension
+                    ),
+                ));
+            }
+        }
+        let pipeline = self.pipeline(kernel)?;
+        let mut uniforms = Vec::new();
+        for (_, b) in binds {
+            if let Bind::Uniform(bytes) = b {
+                uniforms.push(self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(op),
+                    contents: bytes,
+                    usage: wgpu::BufferUsages::UNIFORM,
+                }));
+            }
+        }
+        let mut entries = Vec::with_capacity(binds.len());
+        let mut u = uniforms.iter();
+        for (idx, b) in binds {
+            let resource = match b {
+                Bind::T(t) => t.binding(self, op)?,
+                Bind::Uniform(_) => u.next().expect("one uniform buffer per uniform bind").as_entire_binding(),
+            };
+            entries.push(wgpu::BindGroupEntry { binding: *idx, resource });
+        }
+        let layout = pipeline.get_bind_group_layout(0);
+        let bind_group = self.scoped(&format!("{op}: binding {kernel}"), || {
+            self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(op), layout: &layout, entries: &entries })
+        })?;
+        Ok(Dispatch { label: op.to_string(), pipeline, bind_group, groups })
+    }
+
+    /// Encodes `list` into one compute pass, submits it, and reports any GPU error. Does not wait.
+    pub fn run(&self, list: &[Dispatch]) -> Result<()> {
+        super::timing::encode(self, list, 1, None)
+    }
+
+    /// Builds and runs one dispatch.
+    pub fn launch(&self, op: &str, kernel: &Kernel, binds: &[(u32, Bind)], groups: [u32; 3]) -> Result<()> {
+        let d = self.dispatch(op, kernel, binds, groups)?;
+        self.run(std::slice::from_ref(&d))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_covers() {
+        for n in [1u32, 65535, 65536, 200_000, 4_000_000] {
+            let g = grid_1d(n);
+            assert!(g[0] <= MAX_GROUPS && g[1] <= MAX_GROUPS);
+            assert!(g[0] * g[1] >= n);
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! p2p-wgpu: Prompt-to-Prompt image editing as a GPU compute engine on raw wgpu.
+//!
+//! This crate holds the GPU runtime (`gpu`), GPU tensors (`tensor`) and the WGSL kernel library with its Rust-side
+//! ops (`ops`). Models, schedulers and the edit machinery build on these (see DESIGN.md in the shared folder).
+pub mod error;
+pub mod gpu;
+pub mod ops;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use gpu::Gpu;
+pub use tensor::{DType, Tensor};

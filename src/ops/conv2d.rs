@@ -1,0 +1,115 @@
+//! 2-D convolution in NHWC as an implicit GEMM on the GEMM cores (kernels/conv2d/), matching
+//! `torch.nn.functional.conv2d` with square stride and padding, plus an optional fused bias, activation and
+//! residual add. Weights are re-laid once from PyTorch's OIHW to `[Cout, kh, kw, Cin]` (`oihw_to_ohwi`).
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, Kernel};
+use crate::tensor::{DType, Tensor};
+
+use super::matmul::{GemmCore, GemmParams, choose_core, gemm_kernel, push};
+use super::{Activation, Recording};
+
+/// Geometry and epilogue of a convolution.
+#[derive(Clone, Copy, Debug)]
+pub struct Conv2dOpts<'a> {
+    pub stride: usize,
+    pub pad: usize,
+    pub bias: Option<&'a Tensor>,
+    pub act: Activation,
+    /// Same shape as the output, added after the activation.
+    pub residual: Option<&'a Tensor>,
+}
+
+impl Default for Conv2dOpts<'_> {
+    fn default() -> Self {
+        Conv2dOpts { stride: 1, pad: 0, bias: None, act: Activation::None, residual: None }
+    }
+}
+
+/// Output side length of a convolution.
+pub fn out_size(input: usize, kernel: usize, stride: usize, pad: usize) -> usize {
+    (input + 2 * pad).saturating_sub(kernel) / stride.max(1) + 1
+}
+
+/// Re-lays a PyTorch conv weight `[Cout, Cin, kh, kw]` as `[Cout, kh, kw, Cin]`.
+pub fn oihw_to_ohwi(w: &[f32], cout: usize, cin: usize, kh: usize, kw: usize) -> Vec<f32> {
+    let mut out = vec![0.0; w.len()];
+    for o in 0..cout {
+        for i in 0..cin {
+            for y in 0..kh {
+                for x in 0..kw {
+                    out[((o * kh + y) * kw + x) * cin + i] = w[((o * cin + i) * kh + y) * kw + x];
+                }
+            }
+        }
+    }
+    out
+}
+
+fn conv_kernel(core: GemmCore, dt: DType, bias: bool, residual: bool, act: Activation) -> Kernel {
+    gemm_kernel("conv2d/conv2d.wgsl", "conv2d/conv2d_coop.wgsl", core, dt, true, bias, residual, act)
+}
+
+/// Every conv variant, for the naga test.
+pub fn variants() -> Vec<Kernel> {
+    let mut v = Vec::new();
+    for (core, dt) in [(GemmCore::Tiled, DType::F32), (GemmCore::Tiled, DType::F16), (GemmCore::Coop, DType::F16)] {
+        for (bias, residual) in [(false, false), (true, false), (true, true)] {
+            for act in [Activation::None, Activation::Silu] {
+                v.push(conv_kernel(core, dt, bias, residual, act));
+            }
+        }
+    }
+    v
+}
+
+/// Records `out = act(conv2d(x, w) + bias) + residual`.
+///
+/// Shapes: `x` `[B, H, W, Cin]`, `w` `[Cout, kh, kw, Cin]`, `bias` `[Cout]`, `out` and `residual`
+/// `[B, Ho, Wo, Cout]`.
+pub fn conv2d(gpu: &Gpu, rec: &mut Recording, x: &Tensor, w: &Tensor, out: &Tensor, o: &Conv2dOpts) -> Result<()> {
+    let op = "conv2d";
+    let dt = x.dtype;
+    let [b, h, wd, cin] = x.shape[..] else {
+        return Err(Error::shape(op, format!("x must be [B, H, W, C], got {:?}", x.shape)));
+    };
+    let [cout, kh, kw, wcin] = w.shape[..] else {
+        return Err(Error::shape(op, format!("w must be [Cout, kh, kw, Cin], got {:?}", w.shape)));
+    };
+    if wcin != cin {
+        return Err(Error::shape(op, format!("x has {cin} channels, w expects {wcin}")));
+    }
+    if o.stride == 0 || h + 2 * o.pad < kh || wd + 2 * o.pad < kw {
+        return Err(Error::shape(op, format!("kernel {kh}x{kw} stride {} pad {} on {h}x{wd}", o.stride, o.pad)));
+    }
+    let (ho, wo) = (out_size(h, kh, o.stride, o.pad), out_size(wd, kw, o.stride, o.pad));
+    let want = [b, ho, wo, cout];
+    out.expect(op, "out", &want, dt)?;
+    w.expect(op, "w", &w.shape, dt)?;
+    if let Some(bias) = o.bias {
+        bias.expect(op, "bias", &[cout], dt)?;
+    }
+    if let Some(r) = o.residual {
+        r.expect(op, "residual", &want, dt)?;
+    }
+    let to32 = |what: &str, v: usize| {
+        u32::try_from(v).map_err(|_| Error::limit(op, format!("{what} = {v} exceeds 32-bit indexing")))
+    };
+    let p = GemmParams {
+        m: to32("B*Ho*Wo", b * ho * wo)?,
+        n: to32("Cout", cout)?,
+        k: to32("kh*kw*Cin", kh * kw * cin)?,
+        batch: 1,
+        in_h: h as u32,
+        in_w: wd as u32,
+        in_c: cin as u32,
+        out_h: ho as u32,
+        out_w: wo as u32,
+        kh: kh as u32,
+        kw: kw as u32,
+        stride: o.stride as u32,
+        pad: o.pad as u32,
+        ..Default::default()
+    };
+    let kernel = conv_kernel(choose_core(gpu, dt), dt, o.bias.is_some(), o.residual.is_some(), o.act);
+    push(gpu, rec, &kernel, x, w, out, o.bias, o.residual, &p, 1)
+}

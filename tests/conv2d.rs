@@ -1,0 +1,92 @@
+//! Implicit-GEMM NHWC convolution against an f64 CPU reference of torch's conv2d (OIHW weights re-laid by
+//! `oihw_to_ohwi`): k×k, stride, padding, odd sizes, fused bias/SiLU/residual, f32 and f16.
+mod common;
+
+use common::*;
+use p2p_wgpu::ops::conv2d::{Conv2dOpts, conv2d, oihw_to_ohwi, out_size};
+use p2p_wgpu::ops::{Activation, Recording};
+
+#[allow(clippy::too_many_arguments)]
+fn reference(
+    x: &[f32], w_oihw: &[f32], bias: Option<&[f32]>, res: Option<&[f32]>, act: Activation,
+    (b, h, wd, cin): (usize, usize, usize, usize), (cout, kh, kw): (usize, usize, usize), stride: usize, pad: usize,
+) -> Vec<f64> {
+    let (ho, wo) = (out_size(h, kh, stride, pad), out_size(wd, kw, stride, pad));
+    let mut out = vec![0.0; b * ho * wo * cout];
+    for n in 0..b {
+        for oy in 0..ho {
+            for ox in 0..wo {
+                for o in 0..cout {
+                    let mut s = bias.map_or(0.0, |bb| bb[o] as f64);
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let iy = (oy * stride + ky) as isize - pad as isize;
+                            let ix = (ox * stride + kx) as isize - pad as isize;
+                            if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                continue;
+                            }
+                            for i in 0..cin {
+                                let xv = x[((n * h + iy as usize) * wd + ix as usize) * cin + i] as f64;
+                                s += xv * w_oihw[((o * cin + i) * kh + ky) * kw + kx] as f64;
+                            }
+                        }
+                    }
+                    let idx = ((n * ho + oy) * wo + ox) * cout + o;
+                    out[idx] = act.apply_f64(s) + res.map_or(0.0, |r| r[idx] as f64);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(b: usize, h: usize, w: usize, cin: usize, cout: usize, k: usize, stride: usize, pad: usize, fused: bool, seed: u64) {
+    let gpu = gpu();
+    for dt in dtypes() {
+        let mut rng = Rng::new(seed);
+        let (tx, x) = upload(&[b, h, w, cin], dt, &rng.vec(b * h * w * cin, 1.0));
+        let w_oihw = quantize(&rng.vec(cout * cin * k * k, 1.0 / ((cin * k * k) as f32).sqrt()), dt);
+        let (tw, _) = upload(&[cout, k, k, cin], dt, &oihw_to_ohwi(&w_oihw, cout, cin, k, k));
+        let (ho, wo) = (out_size(h, k, stride, pad), out_size(w, k, stride, pad));
+        let (tbias, bias) = upload(&[cout], dt, &rng.vec(cout, 0.5));
+        let (tres, res) = upload(&[b, ho, wo, cout], dt, &rng.vec(b * ho * wo * cout, 1.0));
+        let out = poisoned(&[b, ho, wo, cout], dt);
+        let act = if fused { Activation::Silu } else { Activation::None };
+        let opts = Conv2dOpts {
+            stride,
+            pad,
+            bias: fused.then_some(&tbias),
+            act,
+            residual: fused.then_some(&tres),
+        };
+        let mut rec = Recording::new();
+        conv2d(gpu, &mut rec, &tx, &tw, &out, &opts).unwrap();
+        gpu.run(&rec).unwrap();
+        let want = reference(
+            &x, &w_oihw, fused.then_some(&bias[..]), fused.then_some(&res[..]), act,
+            (b, h, w, cin), (cout, k, k), stride, pad,
+        );
+        check(&format!("{dt:?} conv {b}x{h}x{w}x{cin} -> {cout} k{k} s{stride} p{pad} fused{fused}"), &download(&out), &want, tol(dt));
+    }
+}
+
+#[test]
+fn odd_shapes() {
+    run(1, 7, 5, 3, 5, 3, 1, 1, false, 1);
+    run(2, 9, 6, 4, 7, 3, 2, 1, true, 2);
+    run(1, 1, 1, 1, 1, 1, 1, 0, false, 3);
+    run(1, 5, 5, 2, 3, 5, 1, 2, true, 4);
+    run(3, 4, 7, 6, 2, 1, 1, 0, true, 5);
+}
+
+/// SD 1.5 conv shapes with the spatial size cut down: conv_in 4→320, resnet 3×3 at 320/640, the stride-2
+/// downsampler and a 1×1 shortcut 320→640.
+#[test]
+fn sd15_shapes() {
+    run(1, 8, 8, 4, 320, 3, 1, 1, false, 10);
+    run(1, 6, 6, 320, 320, 3, 1, 1, true, 11);
+    run(1, 4, 4, 640, 640, 3, 1, 1, false, 12);
+    run(1, 8, 8, 320, 320, 3, 2, 1, false, 13);
+    run(1, 8, 8, 320, 640, 1, 1, 0, true, 14);
+}
