@@ -8,8 +8,15 @@ use p2p_wgpu::ops::{Activation, Recording};
 
 #[allow(clippy::too_many_arguments)]
 fn reference(
-    x: &[f32], w_oihw: &[f32], bias: Option<&[f32]>, res: Option<&[f32]>, act: Activation,
-    (b, h, wd, cin): (usize, usize, usize, usize), (cout, kh, kw): (usize, usize, usize), stride: usize, pad: usize,
+    x: &[f32],
+    w_oihw: &[f32],
+    bias: Option<&[f32]>,
+    res: Option<&[f32]>,
+    act: Activation,
+    (b, h, wd, cin): (usize, usize, usize, usize),
+    (cout, kh, kw): (usize, usize, usize),
+    stride: usize,
+    pad: usize,
 ) -> Vec<f64> {
     let (ho, wo) = (out_size(h, kh, stride, pad), out_size(wd, kw, stride, pad));
     let mut out = vec![0.0; b * ho * wo * cout];
@@ -41,7 +48,18 @@ fn reference(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run(b: usize, h: usize, w: usize, cin: usize, cout: usize, k: usize, stride: usize, pad: usize, fused: bool, seed: u64) {
+fn run(
+    b: usize,
+    h: usize,
+    w: usize,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    fused: bool,
+    seed: u64,
+) {
     let gpu = gpu();
     for dt in dtypes() {
         let mut rng = Rng::new(seed);
@@ -53,21 +71,27 @@ fn run(b: usize, h: usize, w: usize, cin: usize, cout: usize, k: usize, stride: 
         let (tres, res) = upload(&[b, ho, wo, cout], dt, &rng.vec(b * ho * wo * cout, 1.0));
         let out = poisoned(&[b, ho, wo, cout], dt);
         let act = if fused { Activation::Silu } else { Activation::None };
-        let opts = Conv2dOpts {
-            stride,
-            pad,
-            bias: fused.then_some(&tbias),
-            act,
-            residual: fused.then_some(&tres),
-        };
+        let opts = Conv2dOpts { stride, pad, bias: fused.then_some(&tbias), act, residual: fused.then_some(&tres) };
         let mut rec = Recording::new();
         conv2d(gpu, &mut rec, &tx, &tw, &out, &opts).unwrap();
         gpu.run(&rec).unwrap();
         let want = reference(
-            &x, &w_oihw, fused.then_some(&bias[..]), fused.then_some(&res[..]), act,
-            (b, h, w, cin), (cout, k, k), stride, pad,
+            &x,
+            &w_oihw,
+            fused.then_some(&bias[..]),
+            fused.then_some(&res[..]),
+            act,
+            (b, h, w, cin),
+            (cout, k, k),
+            stride,
+            pad,
         );
-        check(&format!("{dt:?} conv {b}x{h}x{w}x{cin} -> {cout} k{k} s{stride} p{pad} fused{fused}"), &download(&out), &want, tol(dt));
+        check(
+            &format!("{dt:?} conv {b}x{h}x{w}x{cin} -> {cout} k{k} s{stride} p{pad} fused{fused}"),
+            &download(&out),
+            &want,
+            tol(dt),
+        );
     }
 }
 

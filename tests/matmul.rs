@@ -50,8 +50,7 @@ fn run(c: Case, seed: u64) {
     let gpu = gpu();
     for dt in dtypes() {
         let mut rng = Rng::new(seed);
-        let b_shape =
-            if c.trans_b { vec![c.n, c.k] } else { vec![c.k, c.n] };
+        let b_shape = if c.trans_b { vec![c.n, c.k] } else { vec![c.k, c.n] };
         let b_shape = if c.shared_b { b_shape } else { [vec![c.batch], b_shape].concat() };
         let (ta, a) = upload(&[c.batch, c.m, c.k], dt, &rng.vec(c.batch * c.m * c.k, 1.0));
         let (tb, b) = upload(&b_shape, dt, &rng.vec(b_shape.iter().product(), 1.0 / (c.k as f32).sqrt()));

@@ -67,15 +67,12 @@ impl Gpu {
                 let sub_l = sub.to_lowercase();
                 let names: Vec<String> =
                     adapters.iter().map(|a| format!("{} ({:?})", a.get_info().name, a.get_info().backend)).collect();
-                adapters
-                    .into_iter()
-                    .find(|a| a.get_info().name.to_lowercase().contains(&sub_l))
-                    .ok_or_else(|| {
-                        Error::NoAdapter(format!(
-                            "no adapter name contains {sub:?}; available: {}",
-                            if names.is_empty() { "none".to_string() } else { names.join(", ") }
-                        ))
-                    })?
+                adapters.into_iter().find(|a| a.get_info().name.to_lowercase().contains(&sub_l)).ok_or_else(|| {
+                    Error::NoAdapter(format!(
+                        "no adapter name contains {sub:?}; available: {}",
+                        if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                    ))
+                })?
             }
             None => pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
                 power_preference: wgpu::PowerPreference::HighPerformance,
@@ -166,7 +163,8 @@ impl Gpu {
 
     /// True when the adapter reports a 16×16×16 cooperative matrix with f16 inputs and f32 accumulators.
     pub fn has_coop_f16_f32(&self) -> bool {
-        self.has_f16() && self.coop.iter().any(|c| c.m == 16 && c.n == 16 && c.k == 16 && c.ab == "f16" && c.cr == "f32")
+        self.has_f16()
+            && self.coop.iter().any(|c| c.m == 16 && c.n == 16 && c.k == 16 && c.ab == "f16" && c.cr == "f32")
     }
 
     /// Returns (and clears) a fault reported through wgpu's callbacks.

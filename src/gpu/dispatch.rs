@@ -76,7 +76,11 @@ impl Gpu {
         }
         let layout = pipeline.get_bind_group_layout(0);
         let bind_group = self.scoped(&format!("{op}: binding {kernel}"), || {
-            self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(op), layout: &layout, entries: &entries })
+            self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(op),
+                layout: &layout,
+                entries: &entries,
+            })
         })?;
         Ok(Dispatch { label: op.to_string(), pipeline, bind_group, groups })
     }

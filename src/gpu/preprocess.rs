@@ -16,10 +16,7 @@ pub type Defines = BTreeMap<String, String>;
 
 /// Looks up an embedded kernel file by its path relative to `kernels/`.
 pub fn kernel_source(path: &str) -> Option<&'static str> {
-    super::kernel_files::KERNEL_FILES
-        .iter()
-        .find(|(p, _)| *p == path)
-        .map(|(_, s)| *s)
+    super::kernel_files::KERNEL_FILES.iter().find(|(p, _)| *p == path).map(|(_, s)| *s)
 }
 
 /// All embedded kernel file paths.
@@ -52,10 +49,8 @@ impl State {
         if !self.included.insert(path.to_string()) {
             return Ok(());
         }
-        let src = kernel_source(path).ok_or_else(|| Error::Kernel {
-            path: path.to_string(),
-            message: "no such embedded kernel file".into(),
-        })?;
+        let src = kernel_source(path)
+            .ok_or_else(|| Error::Kernel { path: path.to_string(), message: "no such embedded kernel file".into() })?;
         // Stack of (this section active, some branch already taken) for #ifdef nesting.
         let mut stack: Vec<(bool, bool)> = Vec::new();
         let active = |s: &Vec<(bool, bool)>| s.iter().all(|(a, _)| *a);

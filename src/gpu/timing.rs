@@ -50,7 +50,9 @@ pub fn time_dispatches(gpu: &Gpu, list: &[Dispatch], iters: u32) -> Result<(f64,
         slice.map_async(wgpu::MapMode::Read, |_| {});
         gpu.sync()?;
         let ticks: [u64; 2] = {
-            let view = slice.get_mapped_range().map_err(|e| Error::Gpu { context: "timestamps".into(), message: e.to_string() })?;
+            let view = slice
+                .get_mapped_range()
+                .map_err(|e| Error::Gpu { context: "timestamps".into(), message: e.to_string() })?;
             let v: &[u64] = bytemuck::cast_slice(&view);
             [v[0], v[1]]
         };
@@ -80,7 +82,8 @@ pub(crate) fn encode(
                 beginning_of_pass_write_index: Some(0),
                 end_of_pass_write_index: Some(1),
             });
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("bench"), timestamp_writes: tw });
+            let mut pass =
+                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("bench"), timestamp_writes: tw });
             for _ in 0..iters {
                 for d in list {
                     pass.set_pipeline(&d.pipeline);

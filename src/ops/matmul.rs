@@ -245,7 +245,8 @@ pub(crate) fn push(
 ) -> Result<()> {
     let gx = p.n.div_ceil(64);
     let gy = p.m.div_ceil(64);
-    let mut binds = vec![(0, Bind::T(a)), (1, Bind::T(b)), (2, Bind::T(out)), (3, Bind::Uniform(bytemuck::bytes_of(p)))];
+    let mut binds =
+        vec![(0, Bind::T(a)), (1, Bind::T(b)), (2, Bind::T(out)), (3, Bind::Uniform(bytemuck::bytes_of(p)))];
     if let Some(bias) = bias {
         binds.push((4, Bind::T(bias)));
     }

@@ -7,6 +7,7 @@ pub mod elementwise;
 pub mod embed;
 pub mod matmul;
 pub mod norm;
+pub mod resample;
 
 use crate::gpu::{Dispatch, Kernel};
 use crate::tensor::DType;
@@ -103,6 +104,7 @@ pub fn variants() -> Vec<Kernel> {
     v.extend(norm::variants());
     v.extend(elementwise::variants());
     v.extend(embed::variants());
+    v.extend(resample::variants());
     v.extend(attention::variants());
     v
 }
@@ -113,9 +115,14 @@ mod tests {
 
     #[test]
     fn erf_matches_known_values() {
-        for (x, want) in [(0.0, 0.0), (0.5, 0.5204998778130465), (1.0, 0.8427007929497149), (2.0, 0.9953222650189527),
-            (3.0, 0.9999779095030014), (-1.5, -0.9661051464753108)]
-        {
+        for (x, want) in [
+            (0.0, 0.0),
+            (0.5, 0.5204998778130465),
+            (1.0, 0.8427007929497149),
+            (2.0, 0.9953222650189527),
+            (3.0, 0.9999779095030014),
+            (-1.5, -0.9661051464753108),
+        ] {
             assert!((erf_f64(x) - want).abs() < 1e-13, "erf({x}) = {} want {want}", erf_f64(x));
         }
     }

@@ -147,9 +147,8 @@ impl Tensor {
         rx.recv()
             .map_err(|_| Error::Gpu { context: "download".into(), message: "map callback never ran".into() })?
             .map_err(|e| Error::Gpu { context: "download".into(), message: e.to_string() })?;
-        let view = slice
-            .get_mapped_range()
-            .map_err(|e| Error::Gpu { context: "download".into(), message: e.to_string() })?;
+        let view =
+            slice.get_mapped_range().map_err(|e| Error::Gpu { context: "download".into(), message: e.to_string() })?;
         let out = view[..len as usize].to_vec();
         drop(view);
         staging.unmap();
@@ -223,13 +222,7 @@ impl Tensor {
         if self.shape != shape || self.dtype != dtype {
             return Err(Error::shape(
                 op,
-                format!(
-                    "{name} is {:?} {}, expected {:?} {}",
-                    self.shape,
-                    self.dtype.name(),
-                    shape,
-                    dtype.name()
-                ),
+                format!("{name} is {:?} {}, expected {:?} {}", self.shape, self.dtype.name(), shape, dtype.name()),
             ));
         }
         Ok(())
