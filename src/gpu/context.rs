@@ -54,15 +54,25 @@ fn scalar(t: wgpu::CooperativeScalarType) -> String {
 }
 
 impl Gpu {
-    /// Opens the adapter chosen by `opts` (or `P2P_WGPU_ADAPTER`) on the backends in `WGPU_BACKEND` (default: all).
+    /// Opens the adapter chosen by `opts` (or `P2P_WGPU_ADAPTER`) on the backends in `WGPU_BACKEND` (default:
+    /// Vulkan/Metal/DX12, then GL if none of those has an adapter).
     pub fn new(opts: &GpuOptions) -> Result<Gpu> {
+        let wanted = opts.adapter.clone().or_else(|| std::env::var("P2P_WGPU_ADAPTER").ok()).filter(|s| !s.is_empty());
+        match wgpu::Backends::from_env() {
+            Some(backends) => Self::open(backends, wanted.as_deref()),
+            // Vulkan, Metal and DX12 first; the GL backend only where none of them has an adapter.
+            None => Self::open(wgpu::Backends::PRIMARY, wanted.as_deref())
+                .or_else(|e| Self::open(wgpu::Backends::GL, wanted.as_deref()).map_err(|_| e)),
+        }
+    }
+
+    fn open(backends: wgpu::Backends, wanted: Option<&str>) -> Result<Gpu> {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         desc.flags = wgpu::InstanceFlags::from_env_or_default();
-        desc.backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+        desc.backends = backends;
         let instance = wgpu::Instance::new(desc);
-        let wanted = opts.adapter.clone().or_else(|| std::env::var("P2P_WGPU_ADAPTER").ok()).filter(|s| !s.is_empty());
-        let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
-        let adapter = match &wanted {
+        let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+        let adapter = match wanted {
             Some(sub) => {
                 let sub_l = sub.to_lowercase();
                 let names: Vec<String> =
@@ -80,8 +90,8 @@ impl Gpu {
             }))
             .map_err(|e| {
                 Error::NoAdapter(format!(
-                    "{e}; install a Vulkan, Metal or DX12 driver (on Linux without a GPU: Mesa lavapipe, \
-                     Debian package mesa-vulkan-drivers)"
+                    "{e} (backends {backends:?}); install a Vulkan, Metal or DX12 driver (on Linux without a GPU: \
+                     Mesa lavapipe, Debian package mesa-vulkan-drivers)"
                 ))
             })?,
         };

@@ -5,6 +5,7 @@ pub mod dispatch;
 pub mod pipeline;
 pub mod pool;
 pub mod preprocess;
+mod report;
 pub mod timing;
 
 mod kernel_files {

@@ -26,9 +26,16 @@ pub fn kernel_paths() -> impl Iterator<Item = &'static str> {
 
 /// Expands `path` with `defines` into plain WGSL.
 pub fn preprocess(path: &str, defines: &Defines) -> Result<String> {
+    expand(path, defines).map(|(src, _)| src)
+}
+
+/// Like `preprocess`, also returning every kernel file the expansion read (the root and its includes).
+pub fn expand(path: &str, defines: &Defines) -> Result<(String, Vec<String>)> {
     let mut st = State { defines: defines.clone(), included: HashSet::new(), out: String::new() };
     st.file(path, 0)?;
-    Ok(st.out)
+    let mut files: Vec<String> = st.included.into_iter().collect();
+    files.sort();
+    Ok((st.out, files))
 }
 
 struct State {
