@@ -3,6 +3,7 @@
 //! with `Gpu::run`, so a sequence of ops becomes one submission.
 pub mod attention;
 pub mod conv2d;
+pub mod copy;
 pub mod elementwise;
 pub mod embed;
 pub mod matmul;
@@ -101,6 +102,7 @@ pub fn variants() -> Vec<Kernel> {
     let mut v = Vec::new();
     v.extend(matmul::variants());
     v.extend(conv2d::variants());
+    v.extend(copy::variants());
     v.extend(norm::variants());
     v.extend(elementwise::variants());
     v.extend(embed::variants());

@@ -1,0 +1,154 @@
+//! Kernel microbenchmarks at Stable Diffusion 1.5 shapes (64×64 latents, one image): the UNet's linear-layer
+//! GEMMs, 3×3 convolutions at 320/640/1280 channels, group norm 64×64×320, self-attention 4096×4096 with 8 heads
+//! of 40, cross-attention 4096×77. Peaks are measured in the same run: the best square GEMM of our own kernels
+//! and a 16-byte-word copy. Quick mode shrinks the token counts and spatial sizes so lavapipe finishes in seconds.
+use crate::error::Result;
+use crate::gpu::Gpu;
+use crate::gpu::timing::{Clock, time_dispatches};
+use crate::ops::conv2d::{Conv2dOpts, conv2d, out_size};
+use crate::ops::matmul::{MatmulOpts, choose_core, matmul};
+use crate::ops::{Recording, copy};
+use crate::tensor::{DType, Tensor};
+
+use super::{Report, Row, now_utc};
+
+struct Ctx<'a> {
+    gpu: &'a Gpu,
+    iters: u32,
+    clock: Clock,
+}
+
+impl Ctx<'_> {
+    /// Seconds per run of the dispatches `build` records.
+    fn time(&mut self, build: impl FnOnce(&mut Recording) -> Result<()>) -> Result<f64> {
+        let mut rec = Recording::new();
+        build(&mut rec)?;
+        let (s, clock) = time_dispatches(self.gpu, &rec, self.iters)?;
+        self.clock = clock;
+        Ok(s)
+    }
+
+    fn tensor(&self, shape: &[usize], dt: DType) -> Result<Tensor> {
+        let t = Tensor::empty(self.gpu, shape, dt)?;
+        // Small non-zero values: no denormals, no overflow in f16.
+        t.fill(self.gpu, 0.01)?;
+        Ok(t)
+    }
+
+    fn gemm(&mut self, m: usize, k: usize, n: usize, dt: DType) -> Result<f64> {
+        let a = self.tensor(&[m, k], dt)?;
+        let w = self.tensor(&[n, k], dt)?;
+        let c = self.tensor(&[m, n], dt)?;
+        let gpu = self.gpu;
+        self.time(|rec| matmul(gpu, rec, &a, &w, &c, &MatmulOpts { trans_b: true, ..Default::default() }))
+    }
+}
+
+fn gflops(flop: f64, s: f64) -> f64 {
+    flop / s / 1e9
+}
+
+/// Runs the kernel benchmark on `gpu`.
+pub fn run(gpu: &Gpu, quick: bool) -> Result<Report> {
+    let mut cx = Ctx { gpu, iters: if quick { 1 } else { 20 }, clock: Clock::WallClock };
+    let dtypes: Vec<DType> = if gpu.has_f16() { vec![DType::F32, DType::F16] } else { vec![DType::F32] };
+    let dname = |dt: DType| {
+        let core = choose_core(gpu, dt);
+        format!("{}{}", dt.name(), if core == crate::ops::matmul::GemmCore::Coop { "/coop" } else { "" })
+    };
+
+    // Peaks measured in this run.
+    let mut peak = (0.0f64, String::new());
+    let sizes: &[usize] = if quick { &[128, 256] } else { &[2048, 4096] };
+    for &dt in &dtypes {
+        for &s in sizes {
+            let t = cx.gemm(s, s, s, dt)?;
+            let g = gflops(2.0 * (s as f64).powi(3), t);
+            if g > peak.0 {
+                peak = (g, format!("{s}³ {}", dname(dt)));
+            }
+        }
+    }
+    let copy_bytes = if quick { 8usize << 20 } else { 1usize << 30 }.min(gpu.limits.max_storage_buffer_binding_size as usize);
+    let copy_bytes = copy_bytes / 16 * 16;
+    let (src, dst) = (cx.tensor(&[copy_bytes / 4], DType::F32)?, cx.tensor(&[copy_bytes / 4], DType::F32)?);
+    let t_copy = cx.time(|rec| copy::copy(gpu, rec, &src, &dst))?;
+    let peak_copy = 2.0 * copy_bytes as f64 / t_copy / 1e9;
+    drop((src, dst));
+
+    let mut rows = Vec::new();
+    let mut compute = |name: &str, shape: String, dt: DType, flop: f64, s: f64| {
+        let g = gflops(flop, s);
+        rows.push(Row { name: name.into(), shape, dtype: dname(dt), ms: s * 1e3, gflops: Some(g), gbs: None, pct_peak: 0.0 });
+    };
+
+    // Tokens of one 64×64 latent (32×32, 16×16 levels are /4, /16); quick mode uses /16 of each.
+    let tok = |n: usize| if quick { (n / 16).max(1) } else { n };
+    let gemms: [(&str, usize, usize, usize); 7] = [
+        ("attn1.to_q 320 @64²", tok(4096), 320, 320),
+        ("ff.net.0.proj 320→2560 @64²", tok(4096), 320, 2560),
+        ("ff.net.2 1280→320 @64²", tok(4096), 1280, 320),
+        ("attn2.to_k 768→320 (text)", 77, 768, 320),
+        ("attn1.to_q 640 @32²", tok(1024), 640, 640),
+        ("ff.net.0.proj 640→5120 @32²", tok(1024), 640, 5120),
+        ("ff.net.0.proj 1280→10240 @16²", tok(256), 1280, 10240),
+    ];
+    for &dt in &dtypes {
+        for (name, m, k, n) in gemms {
+            let s = cx.gemm(m, k, n, dt)?;
+            compute(name, format!("{m}x{k} · {k}x{n}"), dt, 2.0 * (m * k * n) as f64, s);
+        }
+    }
+
+    let side = |n: usize| if quick { (n / 8).max(2) } else { n };
+    let convs: [(&str, usize, usize); 4] =
+        [("conv3x3 320 @64²", 64, 320), ("conv3x3 640 @32²", 32, 640), ("conv3x3 1280 @16²", 16, 1280), ("conv3x3 1280 @8²", 8, 1280)];
+    for &dt in &dtypes {
+        for (name, hw, c) in convs {
+            let hw = side(hw);
+            let x = cx.tensor(&[1, hw, hw, c], dt)?;
+            let w = cx.tensor(&[c, 3, 3, c], dt)?;
+            let o = out_size(hw, 3, 1, 1);
+            let y = cx.tensor(&[1, o, o, c], dt)?;
+            let s = cx.time(|rec| conv2d(gpu, rec, &x, &w, &y, &Conv2dOpts { stride: 1, pad: 1, ..Default::default() }))?;
+            compute(name, format!("{hw}x{hw}x{c} -> {c}"), dt, 2.0 * (o * o * c * 9 * c) as f64, s);
+        }
+    }
+
+    // The GEMM peak is the best GEMM rate seen in this run, square or SD-shaped.
+    for r in &rows {
+        if r.name.starts_with("conv") {
+            continue;
+        }
+        if let Some(g) = r.gflops.filter(|&g| g > peak.0) {
+            peak = (g, format!("{} {}", r.shape, r.dtype));
+        }
+    }
+    for r in &mut rows {
+        r.pct_peak = 100.0 * r.gflops.unwrap_or(0.0) / peak.0;
+    }
+    rows.push(Row {
+        name: "copy (16-byte words)".into(),
+        shape: format!("{} MiB", copy_bytes >> 20),
+        dtype: "-".into(),
+        ms: t_copy * 1e3,
+        gflops: None,
+        gbs: Some(peak_copy),
+        pct_peak: 100.0,
+    });
+
+    let info = &gpu.info;
+    Ok(Report {
+        bench: "kernels".into(),
+        adapter: info.name.clone(),
+        backend: format!("{:?}", info.backend),
+        driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+        date_utc: now_utc(),
+        quick,
+        clock: cx.clock.name().into(),
+        peak_gemm_gflops: peak.0,
+        peak_gemm_case: peak.1,
+        peak_copy_gbs: peak_copy,
+        rows,
+    })
+}
