@@ -50,7 +50,8 @@ fn caps(t: Target) -> Capabilities {
 }
 
 fn translate(module: &naga::Module, k: &Kernel, t: Target) -> Result<usize, String> {
-    let info = Validator::new(ValidationFlags::all(), caps(t)).validate(module).map_err(|e| format!("validate: {e:?}"))?;
+    let info =
+        Validator::new(ValidationFlags::all(), caps(t)).validate(module).map_err(|e| format!("validate: {e:?}"))?;
     match t {
         Target::Spv => {
             let opts = spv::Options { lang_version: (1, 3), ..Default::default() };
@@ -78,8 +79,9 @@ fn translate(module: &naga::Module, k: &Kernel, t: Target) -> Result<usize, Stri
                 multiview: None,
             };
             let mut s = String::new();
-            let mut w = glsl::Writer::new(&mut s, module, &info, &opts, &pipe, naga::proc::BoundsCheckPolicies::default())
-                .map_err(|e| format!("{e}"))?;
+            let mut w =
+                glsl::Writer::new(&mut s, module, &info, &opts, &pipe, naga::proc::BoundsCheckPolicies::default())
+                    .map_err(|e| format!("{e}"))?;
             w.write().map_err(|e| format!("{e}"))?;
             Ok(s.len())
         }

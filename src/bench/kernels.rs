@@ -5,8 +5,12 @@
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::gpu::timing::{Clock, time_dispatches};
+use crate::ops::attention::{
+    AttentionOpts, CrossEdit, CrossEditOpts, EditData, Store, attention, cross_attention_edit,
+};
 use crate::ops::conv2d::{Conv2dOpts, conv2d, out_size};
 use crate::ops::matmul::{MatmulOpts, choose_core, matmul};
+use crate::ops::norm::{GroupNormOpts, group_norm};
 use crate::ops::{Recording, copy};
 use crate::tensor::{DType, Tensor};
 
@@ -69,7 +73,8 @@ pub fn run(gpu: &Gpu, quick: bool) -> Result<Report> {
             }
         }
     }
-    let copy_bytes = if quick { 8usize << 20 } else { 1usize << 30 }.min(gpu.limits.max_storage_buffer_binding_size as usize);
+    let copy_bytes =
+        if quick { 8usize << 20 } else { 1usize << 30 }.min(gpu.limits.max_storage_buffer_binding_size as usize);
     let copy_bytes = copy_bytes / 16 * 16;
     let (src, dst) = (cx.tensor(&[copy_bytes / 4], DType::F32)?, cx.tensor(&[copy_bytes / 4], DType::F32)?);
     let t_copy = cx.time(|rec| copy::copy(gpu, rec, &src, &dst))?;
@@ -79,7 +84,15 @@ pub fn run(gpu: &Gpu, quick: bool) -> Result<Report> {
     let mut rows = Vec::new();
     let mut compute = |name: &str, shape: String, dt: DType, flop: f64, s: f64| {
         let g = gflops(flop, s);
-        rows.push(Row { name: name.into(), shape, dtype: dname(dt), ms: s * 1e3, gflops: Some(g), gbs: None, pct_peak: 0.0 });
+        rows.push(Row {
+            name: name.into(),
+            shape,
+            dtype: dname(dt),
+            ms: s * 1e3,
+            gflops: Some(g),
+            gbs: None,
+            pct_peak: 0.0,
+        });
     };
 
     // Tokens of one 64×64 latent (32×32, 16×16 levels are /4, /16); quick mode uses /16 of each.
@@ -96,13 +109,22 @@ pub fn run(gpu: &Gpu, quick: bool) -> Result<Report> {
     for &dt in &dtypes {
         for (name, m, k, n) in gemms {
             let s = cx.gemm(m, k, n, dt)?;
-            compute(name, format!("{m}x{k} · {k}x{n}"), dt, 2.0 * (m * k * n) as f64, s);
+            let flop = 2.0 * (m * k * n) as f64;
+            // The GEMM peak is the best GEMM rate seen in this run, square or SD-shaped.
+            if gflops(flop, s) > peak.0 {
+                peak = (gflops(flop, s), format!("{m}x{k}x{n} {}", dname(dt)));
+            }
+            compute(name, format!("{m}x{k} · {k}x{n}"), dt, flop, s);
         }
     }
 
     let side = |n: usize| if quick { (n / 8).max(2) } else { n };
-    let convs: [(&str, usize, usize); 4] =
-        [("conv3x3 320 @64²", 64, 320), ("conv3x3 640 @32²", 32, 640), ("conv3x3 1280 @16²", 16, 1280), ("conv3x3 1280 @8²", 8, 1280)];
+    let convs: [(&str, usize, usize); 4] = [
+        ("conv3x3 320 @64²", 64, 320),
+        ("conv3x3 640 @32²", 32, 640),
+        ("conv3x3 1280 @16²", 16, 1280),
+        ("conv3x3 1280 @8²", 8, 1280),
+    ];
     for &dt in &dtypes {
         for (name, hw, c) in convs {
             let hw = side(hw);
@@ -110,22 +132,63 @@ pub fn run(gpu: &Gpu, quick: bool) -> Result<Report> {
             let w = cx.tensor(&[c, 3, 3, c], dt)?;
             let o = out_size(hw, 3, 1, 1);
             let y = cx.tensor(&[1, o, o, c], dt)?;
-            let s = cx.time(|rec| conv2d(gpu, rec, &x, &w, &y, &Conv2dOpts { stride: 1, pad: 1, ..Default::default() }))?;
+            let s =
+                cx.time(|rec| conv2d(gpu, rec, &x, &w, &y, &Conv2dOpts { stride: 1, pad: 1, ..Default::default() }))?;
             compute(name, format!("{hw}x{hw}x{c} -> {c}"), dt, 2.0 * (o * o * c * 9 * c) as f64, s);
         }
     }
 
-    // The GEMM peak is the best GEMM rate seen in this run, square or SD-shaped.
-    for r in &rows {
-        if r.name.starts_with("conv") {
-            continue;
-        }
-        if let Some(g) = r.gflops.filter(|&g| g > peak.0) {
-            peak = (g, format!("{} {}", r.shape, r.dtype));
-        }
+    // Attention, 8 heads of 40 (SD 1.5 at 64×64): flops count Q·Kᵀ and P·V, 4·Nq·Nk·D per head.
+    let (heads, d) = (8usize, 40usize);
+    let c = heads * d;
+    for &dt in &dtypes {
+        let nq = tok(4096);
+        let (q, kv, o) = (cx.tensor(&[1, nq, c], dt)?, cx.tensor(&[1, nq, c], dt)?, cx.tensor(&[1, nq, c], dt)?);
+        let s = cx.time(|rec| attention(gpu, rec, &q, &kv, &kv, &o, &AttentionOpts::heads(heads)))?;
+        compute("self-attention (flash) 8x40", format!("{nq}x{nq}"), dt, (4 * nq * nq * c) as f64, s);
+
+        let text = cx.tensor(&[2, 77, c], dt)?;
+        let (q2, o2) = (cx.tensor(&[2, nq, c], dt)?, cx.tensor(&[2, nq, c], dt)?);
+        let s = cx.time(|rec| attention(gpu, rec, &q2, &text, &text, &o2, &AttentionOpts::heads(heads)))?;
+        compute("cross-attention 8x40, 2 rows", format!("{nq}x77"), dt, (2 * 4 * nq * 77 * c) as f64, s);
+
+        // A word-swap-like edit of one target (identity mapper, α = 1) with the attention store on.
+        let w: Vec<Vec<Vec<(u32, f32)>>> = vec![(0..77u32).map(|n| vec![(n, 1.0)]).collect()];
+        let data = EditData::new(77, vec![1.0; 77], vec![1.0; 77], vec![0.0; 77], &w)?;
+        let edit = CrossEdit::new(gpu, &data)?;
+        let store = cx.tensor(&[2, nq, 77], DType::F32)?;
+        let opts = CrossEditOpts {
+            heads,
+            scale: None,
+            src_row: 0,
+            edit: &edit,
+            store: Some(Store { buf: &store, scale: 1.0 / heads as f32 }),
+        };
+        let s = cx.time(|rec| cross_attention_edit(gpu, rec, &q2, &text, &text, &o2, &opts))?;
+        compute("cross-attention P2P edit + store", format!("{nq}x77, 1 target"), dt, (2 * 4 * nq * 77 * c) as f64, s);
     }
+
     for r in &mut rows {
         r.pct_peak = 100.0 * r.gflops.unwrap_or(0.0) / peak.0;
+    }
+    // Memory-bound kernels: effective bandwidth counts one read of the input and one write of the output.
+    for &dt in &dtypes {
+        let hw = side(64);
+        let x = cx.tensor(&[1, hw, hw, 320], dt)?;
+        let y = cx.tensor(&[1, hw, hw, 320], dt)?;
+        let (g, b) = (cx.tensor(&[320], dt)?, cx.tensor(&[320], dt)?);
+        let opts = GroupNormOpts { groups: 32, eps: 1e-5, silu: true };
+        let s = cx.time(|rec| group_norm(gpu, rec, &x, &g, &b, &y, &opts))?;
+        let gbs = 2.0 * x.bytes() as f64 / s / 1e9;
+        rows.push(Row {
+            name: "group_norm+silu 32 groups".into(),
+            shape: format!("{hw}x{hw}x320"),
+            dtype: dt.name().into(),
+            ms: s * 1e3,
+            gflops: None,
+            gbs: Some(gbs),
+            pct_peak: 100.0 * gbs / peak_copy,
+        });
     }
     rows.push(Row {
         name: "copy (16-byte words)".into(),

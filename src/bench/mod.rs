@@ -51,7 +51,10 @@ impl Report {
             self.peak_gemm_case,
             self.peak_copy_gbs
         );
-        s += &format!("| {:<34} | {:<26} | {:<5} | {:>10} | {:>12} | {:>7} |\n", "kernel", "shape", "dtype", "ms", "rate", "% peak");
+        s += &format!(
+            "| {:<34} | {:<26} | {:<5} | {:>10} | {:>12} | {:>7} |\n",
+            "kernel", "shape", "dtype", "ms", "rate", "% peak"
+        );
         s += &format!("|{:-<36}|{:-<28}|{:-<7}|{:->12}|{:->14}|{:->9}|\n", "", "", "", "", "", "");
         for r in &self.rows {
             let rate = match (r.gflops, r.gbs) {

@@ -94,7 +94,7 @@ mod tests {
     fn size_classes_cover_and_are_bounded() {
         for bytes in [1u64, 255, 256, 257, 65536, 65537, 100_000, 1 << 20, (1 << 20) + 1, 150_000_000] {
             let c = size_class(bytes);
-            assert!(c >= bytes && c % 256 == 0, "{bytes} -> {c}");
+            assert!(c >= bytes && c.is_multiple_of(256), "{bytes} -> {c}");
             assert!(c <= bytes.max(256) * 5 / 4 + 256, "{bytes} -> {c} wastes too much");
         }
     }

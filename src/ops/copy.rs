@@ -27,10 +27,16 @@ pub fn variants() -> Vec<Kernel> {
 /// Records `dst ← src`; both must hold the same number of bytes, a multiple of 16.
 pub fn copy(gpu: &Gpu, rec: &mut Recording, src: &Tensor, dst: &Tensor) -> Result<()> {
     let bytes = src.bytes();
-    if bytes != dst.bytes() || bytes % 16 != 0 {
+    if bytes != dst.bytes() || !bytes.is_multiple_of(16) {
         return Err(Error::shape(
             "copy",
-            format!("{:?} ({} B) to {:?} ({} B): sizes must match and be multiples of 16", src.shape, bytes, dst.shape, dst.bytes()),
+            format!(
+                "{:?} ({} B) to {:?} ({} B): sizes must match and be multiples of 16",
+                src.shape,
+                bytes,
+                dst.shape,
+                dst.bytes()
+            ),
         ));
     }
     let words = u32::try_from(bytes / 16).map_err(|_| Error::limit("copy", "more than 2^32 words"))?;

@@ -69,6 +69,7 @@ pub fn choose_core(gpu: &Gpu, dtype: DType) -> GemmCore {
 }
 
 /// The kernel variant for a GEMM-family file pair (`portable`, `coop`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_kernel(
     portable: &'static str,
     coop: &'static str,

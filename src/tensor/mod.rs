@@ -187,7 +187,7 @@ impl Tensor {
         let row_bytes = (self.numel() / lead.max(1) * self.dtype.size()) as u64;
         let offset = self.offset + start as u64 * row_bytes;
         let align = gpu.limits.min_storage_buffer_offset_alignment as u64;
-        if offset % align != 0 {
+        if !offset.is_multiple_of(align) {
             return Err(Error::limit("rows", format!("view offset {offset} is not a multiple of {align}")));
         }
         let mut shape = self.shape.clone();
@@ -198,7 +198,7 @@ impl Tensor {
     /// This tensor as a storage binding, checked against `max_storage_buffer_binding_size`.
     pub fn binding<'a>(&'a self, gpu: &Gpu, op: &str) -> Result<wgpu::BindingResource<'a>> {
         let size = padded(self.bytes()).max(4);
-        let max = gpu.limits.max_storage_buffer_binding_size as u64;
+        let max = gpu.limits.max_storage_buffer_binding_size;
         if size > max {
             return Err(Error::limit(
                 op,

@@ -1,0 +1,62 @@
+// Group normalisation on NHWC activations (torch.nn.GroupNorm: biased variance, eps, per-channel gamma/beta),
+// optionally followed by SiLU; layer normalisation over the last dim (torch.nn.LayerNorm) is the case s = 1,
+// g = 1, cg = c. One workgroup normalises one (batch entry, group): the s·cg elements at positions 0..s, channels
+// group·cg .. (group+1)·cg. Two passes in f32 (mean, then Σ(x − mean)²), then the affine write.
+// Defines: F16, SILU. Grid: grid_1d(groups).
+#include "common/dtype.wgsl"
+#include "common/activation.wgsl"
+#include "norm/reduce.wgsl"
+
+// Mirrors `NormParams` in src/ops/norm.rs.
+struct NormParams {
+    // (batch entry, group) pairs in this dispatch.
+    groups: u32,
+    // Groups per batch entry.
+    g: u32,
+    // Positions per batch entry (H·W; 1 for layer norm).
+    s: u32,
+    // Channels, and channels per group.
+    c: u32,
+    cg: u32,
+    eps: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<storage, read> x: array<DT>;
+@group(0) @binding(1) var<storage, read> gamma: array<DT>;
+@group(0) @binding(2) var<storage, read> beta: array<DT>;
+@group(0) @binding(3) var<storage, read_write> y: array<DT>;
+@group(0) @binding(4) var<uniform> p: NormParams;
+
+@compute @workgroup_size(256, 1, 1)
+fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(num_workgroups) nwg: vec3<u32>) {
+    let grp = wid.x + wid.y * nwg.x;
+    if (grp >= p.groups) {
+        return;
+    }
+    let g = grp % p.g;
+    let base = (grp / p.g) * p.s * p.c + g * p.cg;
+    let n = p.s * p.cg;
+    var sum = 0.0;
+    for (var e = li; e < n; e += NORM_WG) {
+        sum += f32(x[base + (e / p.cg) * p.c + e % p.cg]);
+    }
+    let mean = workgroup_sum(sum, li) / f32(n);
+    var sq = 0.0;
+    for (var e = li; e < n; e += NORM_WG) {
+        let d = f32(x[base + (e / p.cg) * p.c + e % p.cg]) - mean;
+        sq += d * d;
+    }
+    let rstd = inverseSqrt(workgroup_sum(sq, li) / f32(n) + p.eps);
+    for (var e = li; e < n; e += NORM_WG) {
+        let ch = e % p.cg;
+        let i = base + (e / p.cg) * p.c + ch;
+        var v = (f32(x[i]) - mean) * rstd * f32(gamma[g * p.cg + ch]) + f32(beta[g * p.cg + ch]);
+#ifdef SILU
+        v = silu_f(v);
+#endif
+        y[i] = DT(v);
+    }
+}
