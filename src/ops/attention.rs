@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Bind, Gpu, Kernel, grid_1d};
 use crate::tensor::{DType, Tensor};
 
-use super::{Recording, typed};
+use super::{Recording, typed, u32_of};
 
 /// Head dims the kernels are built for (each a define of its variants; all multiples of 4): the tiny test and
 /// embedded models' small dims, SD 2.x / IF's 64, SD 1.x's 40, 80 and 160.
@@ -147,10 +147,6 @@ pub fn variants() -> Vec<Kernel> {
         }
     }
     v
-}
-
-fn u32_of(op: &str, what: &str, v: usize) -> Result<u32> {
-    u32::try_from(v).map_err(|_| Error::limit(op, format!("{what} = {v} does not fit the kernel's 32-bit indexing")))
 }
 
 /// Shapes shared by both ops: (batch, nq, nk, channels, head dim).

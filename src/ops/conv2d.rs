@@ -6,7 +6,7 @@ use crate::gpu::{Gpu, Kernel};
 use crate::tensor::{DType, Tensor};
 
 use super::matmul::{GemmCore, GemmParams, choose_core, gemm_kernel, push};
-use super::{Activation, Recording};
+use super::{Activation, Recording, u32_of};
 
 /// Geometry and epilogue of a convolution.
 #[derive(Clone, Copy, Debug)]
@@ -91,13 +91,10 @@ pub fn conv2d(gpu: &Gpu, rec: &mut Recording, x: &Tensor, w: &Tensor, out: &Tens
     if let Some(r) = o.residual {
         r.expect(op, "residual", &want, dt)?;
     }
-    let to32 = |what: &str, v: usize| {
-        u32::try_from(v).map_err(|_| Error::limit(op, format!("{what} = {v} exceeds 32-bit indexing")))
-    };
     let p = GemmParams {
-        m: to32("B*Ho*Wo", b * ho * wo)?,
-        n: to32("Cout", cout)?,
-        k: to32("kh*kw*Cin", kh * kw * cin)?,
+        m: u32_of(op, "B*Ho*Wo", b * ho * wo)?,
+        n: u32_of(op, "Cout", cout)?,
+        k: u32_of(op, "kh*kw*Cin", kh * kw * cin)?,
         batch: 1,
         in_h: h as u32,
         in_w: wd as u32,

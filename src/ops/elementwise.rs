@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Bind, Gpu, Kernel, grid_1d};
 use crate::tensor::{DType, Tensor};
 
-use super::{Activation, Recording, typed};
+use super::{Activation, Recording, float, lead_chunks, typed, u32_of};
 
 /// Threads per workgroup of the flat kernels (`WG` in kernels/elementwise/grid.wgsl).
 pub(crate) const WG: u32 = 256;
@@ -85,30 +85,6 @@ pub fn variants() -> Vec<Kernel> {
         v.push(geglu_kernel(dt));
     }
     v
-}
-
-/// `v` as a kernel's u32, or a limit error naming `what`.
-pub(crate) fn u32_of(op: &str, what: &str, v: usize) -> Result<u32> {
-    u32::try_from(v).map_err(|_| Error::limit(op, format!("{what} = {v} does not fit the kernel's 32-bit indexing")))
-}
-
-/// Errors unless `t` holds floats (f32 or f16).
-pub(crate) fn float(op: &str, name: &str, t: &Tensor) -> Result<()> {
-    if t.dtype == DType::U32 {
-        return Err(Error::shape(op, format!("{name} is a u32 tensor; this op takes f32 or f16")));
-    }
-    Ok(())
-}
-
-/// Splits a leading dimension of `lead` rows into `(start, len)` chunks whose row views all fit the adapter's
-/// storage binding limit and start at legal offsets; `row_bytes` lists one row's size in each split tensor.
-/// One chunk when everything fits; none when `lead` is 0.
-pub(crate) fn lead_chunks(gpu: &Gpu, op: &str, lead: usize, row_bytes: &[usize]) -> Result<Vec<(usize, usize)>> {
-    if lead == 0 {
-        return Ok(Vec::new());
-    }
-    let step = super::matmul::row_chunk(gpu, op, lead, row_bytes)?;
-    Ok((0..lead).step_by(step).map(|s| (s, step.min(lead - s))).collect())
 }
 
 /// Records `out = act(x)` elementwise; `out` has `x`'s shape and dtype.

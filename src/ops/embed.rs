@@ -15,9 +15,9 @@ use crate::error::{Error, Result};
 use crate::gpu::{Bind, Gpu, Kernel, grid_1d};
 use crate::tensor::{DType, Tensor};
 
-use super::elementwise::{WG, float, u32_of};
-use super::matmul::row_chunk;
-use super::{Recording, typed};
+use super::elementwise::WG;
+use super::split::row_chunk;
+use super::{Recording, float, typed, u32_of};
 
 /// Mirrors `TimestepParams` in kernels/embed/timestep.wgsl.
 #[repr(C)]

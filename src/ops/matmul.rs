@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Bind, Gpu, Kernel};
 use crate::tensor::{DType, Tensor};
 
-use super::{Activation, Recording, typed};
+use super::{Activation, Recording, lead_chunks, typed, u32_of};
 
 /// Mirrors `GemmParams` in kernels/matmul/params.wgsl.
 #[repr(C)]
@@ -123,10 +123,6 @@ fn split_mk(op: &str, t: &Tensor, name: &str) -> Result<(usize, usize, usize)> {
     Ok((batch, t.shape[r - 2], t.shape[r - 1]))
 }
 
-fn u32_of(op: &str, what: &str, v: usize) -> Result<u32> {
-    u32::try_from(v).map_err(|_| Error::limit(op, format!("{what} = {v} does not fit the kernel's 32-bit indexing")))
-}
-
 /// Records `out = act(a · op(b) + bias) + residual`.
 ///
 /// Shapes: `a` `[..., M, K]`; `b` `[K, N]` / `[N, K]` (shared by every batch entry) or `[batch, K, N]` /
@@ -174,10 +170,7 @@ pub fn matmul(gpu: &Gpu, rec: &mut Recording, a: &Tensor, b: &Tensor, out: &Tens
         let a2 = a.reshape(&[rows, k])?;
         let c2 = out.reshape(&[rows, n])?;
         let r2 = o.residual.map(|r| r.reshape(&[rows, n])).transpose()?;
-        let chunk = row_chunk(gpu, op, rows, &[k * dt.size(), n * dt.size()])?;
-        let mut start = 0;
-        while start < rows {
-            let len = chunk.min(rows - start);
+        for (start, len) in lead_chunks(gpu, op, rows, &[k * dt.size(), n * dt.size()])? {
             let (ac, cc) = (a2.rows(gpu, start, len)?, c2.rows(gpu, start, len)?);
             let rc = r2.as_ref().map(|r| r.rows(gpu, start, len)).transpose()?;
             let p = GemmParams {
@@ -188,7 +181,6 @@ pub fn matmul(gpu: &Gpu, rec: &mut Recording, a: &Tensor, b: &Tensor, out: &Tens
                 ..Default::default()
             };
             push(gpu, rec, &kernel, &ac, b, &cc, o.bias, rc.as_ref(), &p, 1)?;
-            start += len;
         }
         return Ok(());
     }
@@ -203,31 +195,6 @@ pub fn matmul(gpu: &Gpu, rec: &mut Recording, a: &Tensor, b: &Tensor, out: &Tens
         ..Default::default()
     };
     push(gpu, rec, &kernel, a, b, out, o.bias, o.residual, &p, batch)
-}
-
-/// Largest row count (a multiple of the alignment that keeps views legal) whose bindings all fit; `row_bytes`
-/// lists the byte size of one row of each row-split tensor.
-pub(crate) fn row_chunk(gpu: &Gpu, op: &str, rows: usize, row_bytes: &[usize]) -> Result<usize> {
-    let max = gpu.limits.max_storage_buffer_binding_size;
-    let widest = *row_bytes.iter().max().unwrap_or(&1) as u64;
-    if widest * rows as u64 <= max {
-        return Ok(rows);
-    }
-    let align = gpu.limits.min_storage_buffer_offset_alignment as usize;
-    let mut step = 1usize;
-    for &rb in row_bytes {
-        let need = align / gcd(align, rb.max(1));
-        step = step / gcd(step, need) * need;
-    }
-    let fit = (max / widest) as usize / step * step;
-    if fit == 0 {
-        return Err(Error::limit(op, format!("one row of {widest} bytes cannot be bound within {max} bytes")));
-    }
-    Ok(fit)
-}
-
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// Appends one GEMM-family dispatch.

@@ -9,9 +9,12 @@ pub mod embed;
 pub mod matmul;
 pub mod norm;
 pub mod resample;
+mod split;
 
 use crate::gpu::{Dispatch, Kernel};
+
 use crate::tensor::DType;
+pub(crate) use split::{float, lead_chunks, u32_of};
 
 /// A recording of dispatches, run with `Gpu::run`.
 pub type Recording = Vec<Dispatch>;

@@ -12,8 +12,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Bind, Gpu, Kernel, grid_1d};
 use crate::tensor::{DType, Tensor};
 
-use super::elementwise::{float, lead_chunks, u32_of};
-use super::{Recording, typed};
+use super::{Recording, float, lead_chunks, typed, u32_of};
 
 /// Mirrors `NormParams` in kernels/norm/norm.wgsl.
 #[repr(C)]

@@ -11,8 +11,8 @@ use crate::error::{Error, Result};
 use crate::gpu::{Bind, Gpu, Kernel, grid_1d};
 use crate::tensor::{DType, Tensor};
 
-use super::elementwise::{WG, float, lead_chunks, u32_of};
-use super::{Recording, typed};
+use super::elementwise::WG;
+use super::{Recording, float, lead_chunks, typed, u32_of};
 
 /// Mirrors `UpsampleParams` in kernels/resample/upsample_nearest.wgsl.
 #[repr(C)]
