@@ -81,6 +81,11 @@ fn apply_v(s: Dims, x: &Inputs, map: &[f64], vrow: usize, row: usize, h: usize, 
 
 /// Plain attention (and injection) reference.
 fn attention_ref(s: Dims, x: &Inputs, scale: f64, inject: Option<Inject>) -> Vec<f64> {
+    attention_ref_masked(s, x, scale, inject, false)
+}
+
+/// Attention reference, with the causal mask (keys 0..=i for query i) when `causal`.
+fn attention_ref_masked(s: Dims, x: &Inputs, scale: f64, inject: Option<Inject>, causal: bool) -> Vec<f64> {
     let mut out = vec![0.0; s.b * s.nq * s.c()];
     for b in 0..s.b {
         let src = match inject {
@@ -89,7 +94,13 @@ fn attention_ref(s: Dims, x: &Inputs, scale: f64, inject: Option<Inject>) -> Vec
         };
         for h in 0..s.heads {
             for i in 0..s.nq {
-                let p = probs(s, x, src, src, h, i, scale);
+                let mut p = probs(s, x, src, src, h, i, scale);
+                if causal {
+                    // Renormalise over the visible keys: the same as a softmax over keys 0..=i.
+                    p.iter_mut().skip(i + 1).for_each(|e| *e = 0.0);
+                    let sum: f64 = p.iter().sum();
+                    p.iter_mut().for_each(|e| *e /= sum);
+                }
                 apply_v(s, x, &p, b, b, h, i, &mut out);
             }
         }
@@ -147,18 +158,23 @@ fn check_e(name: &str, got: &[f32], want: &[f64], tol: f64) {
 }
 
 fn run_attention(s: Dims, scale: Option<f32>, inject: Option<Inject>, seed: u64) {
+    run_attention_masked(s, scale, inject, false, seed);
+}
+
+fn run_attention_masked(s: Dims, scale: Option<f32>, inject: Option<Inject>, causal: bool, seed: u64) {
     let gpu = gpu();
     for dt in dtypes() {
         let mut rng = Rng::new(seed);
         let x = inputs(s, dt, &mut rng);
         let out = poisoned(&[s.b, s.nq, s.c()], dt);
-        let opts = AttentionOpts { heads: s.heads, scale, inject };
+        let opts = AttentionOpts { heads: s.heads, scale, inject, causal };
         let mut rec = Recording::new();
         attention(gpu, &mut rec, &x.tq, &x.tk, &x.tv, &out, &opts).unwrap();
         gpu.run(&rec).unwrap();
         let sc = scale.map_or(1.0 / (s.d as f64).sqrt(), |v| v as f64);
-        let want = attention_ref(s, &x, sc, inject);
-        check_e(&format!("attention {dt:?} {s:?} scale {scale:?} {inject:?}"), &download(&out), &want, tol(dt));
+        let want = attention_ref_masked(s, &x, sc, inject, causal);
+        let name = format!("attention {dt:?} {s:?} scale {scale:?} {inject:?} causal {causal}");
+        check_e(&name, &download(&out), &want, tol(dt));
     }
 }
 
@@ -181,6 +197,21 @@ fn flash_odd_shapes() {
     run_attention(dims(1, 130, 1, 2, 12), None, None, 202);
     run_attention(dims(3, 65, 33, 1, 16), Some(0.3), None, 203);
     run_attention(dims(1, 130, 130, 1, 8), None, None, 204);
+}
+
+/// The causal mask of CLIP's text encoder: 77 tokens with ViT-L's 12 heads of 64 and the tiny models' 8, odd
+/// lengths over several key blocks, and D = 160 (split head dim).
+#[test]
+fn flash_causal() {
+    run_attention_masked(dims(2, 77, 77, 12, 64), None, None, true, 500);
+    run_attention_masked(dims(3, 77, 77, 4, 8), None, None, true, 501);
+    run_attention_masked(dims(1, 130, 130, 1, 160), None, None, true, 502);
+    run_attention_masked(dims(1, 1, 1, 1, 12), None, None, true, 503);
+    let (q, _) = upload(&[1, 5, 8], DType::F32, &[0.0; 40]);
+    let (k, _) = upload(&[1, 6, 8], DType::F32, &[0.0; 48]);
+    let out = poisoned(&[1, 5, 8], DType::F32);
+    let opts = AttentionOpts { causal: true, ..AttentionOpts::heads(1) };
+    assert!(attention(gpu(), &mut Recording::new(), &q, &k, &k, &out, &opts).is_err());
 }
 
 /// 4096 keys (a 64×64 SD latent's self-attention) with few queries: many key blocks of the online softmax.

@@ -1,5 +1,5 @@
-// Flash-style scaled dot-product attention, as torch.nn.functional.scaled_dot_product_attention without mask or
-// dropout: out[b, i, h] = softmax(scale · Q[b, i, h] · K[b, :, h]^T) · V[b, :, h], with the self-attention injection
+// Flash-style scaled dot-product attention, as torch.nn.functional.scaled_dot_product_attention without dropout
+// (optionally with the causal mask, `causal`): out[b, i, h] = softmax(scale · Q[b, i, h] · K[b, :, h]^T) · V[b, :, h], with the self-attention injection
 // of Prompt-to-Prompt (DESIGN §4): rows inject_first..inject_first+inject_count take Q and K from row inject_src
 // and V from their own row, out_b = softmax(scale · Q_s K_s^T) · V_b.
 //
@@ -97,6 +97,14 @@ fn main(
             s[j] += part[(li ^ 1u) * BK + j];
         }
 #endif
+        if (p.causal != 0u) {
+            // Key 0 is always visible, so the first block leaves m finite and masked keys contribute exp(-huge) = 0.
+            for (var j = 0u; j < kn; j++) {
+                if (k0 + j > qi) {
+                    s[j] = -3.0e38;
+                }
+            }
+        }
         var mb = m;
         for (var j = 0u; j < kn; j++) {
             mb = max(mb, s[j]);

@@ -18,7 +18,8 @@ struct FlashParams {
     inject_first: u32,
     inject_count: u32,
     scale: f32,
-    _pad0: u32,
+    // 1: causal mask (key n visible to query i only when n <= i), as CLIP's text encoder.
+    causal: u32,
 }
 
 // Cross-attention with the Prompt-to-Prompt edit (attention/cross_edit.wgsl). Shapes as FlashParams, nk <=

@@ -48,7 +48,8 @@ pub struct FlashParams {
     pub inject_first: u32,
     pub inject_count: u32,
     pub scale: f32,
-    pub _pad0: u32,
+    /// 1: causal mask (query i sees keys 0..=i).
+    pub causal: u32,
 }
 
 /// Mirrors `CrossParams` in kernels/attention/params.wgsl.
@@ -90,12 +91,14 @@ pub struct AttentionOpts {
     pub scale: Option<f32>,
     /// Self-attention injection; `None` (or a count of 0) is plain attention.
     pub inject: Option<Inject>,
+    /// Causal mask: query i attends to keys 0..=i only (CLIP's text encoder). Needs Nq = Nk.
+    pub causal: bool,
 }
 
 impl AttentionOpts {
     /// Plain attention with `heads` heads and the default scale.
     pub fn heads(heads: usize) -> Self {
-        AttentionOpts { heads, scale: None, inject: None }
+        AttentionOpts { heads, scale: None, inject: None, causal: false }
     }
 }
 
@@ -218,6 +221,9 @@ pub fn attention(
             ),
         ));
     }
+    if o.causal && s.nq != s.nk {
+        return Err(Error::shape(op, format!("a causal mask needs as many queries as keys, got {} and {}", s.nq, s.nk)));
+    }
     if s.batch == 0 || s.nq == 0 {
         return Ok(());
     }
@@ -235,7 +241,7 @@ pub fn attention(
         inject_first: u32_of(op, "inject first", if inj.count > 0 { inj.first } else { 0 })?,
         inject_count: u32_of(op, "inject count", inj.count)?,
         scale: o.scale.unwrap_or(1.0 / (s.d as f32).sqrt()),
-        _pad0: 0,
+        causal: u32::from(o.causal),
     };
     let kernel = flash_kernel(q.dtype, s.d);
     let binds = [
