@@ -5,8 +5,13 @@
 pub mod bench;
 pub mod error;
 pub mod gpu;
+pub mod models;
+pub mod nn;
 pub mod ops;
+pub mod schedulers;
 pub mod tensor;
+pub mod text;
+pub mod weights;
 
 pub use error::{Error, Result};
 pub use gpu::Gpu;

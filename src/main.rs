@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 use p2p_wgpu::gpu::{Gpu, GpuOptions};
+use p2p_wgpu::text::{TokenReport, Tokenizer};
 
 #[derive(Parser)]
 #[command(name = "p2p-wgpu", version, about = "Prompt-to-Prompt image editing on wgpu")]
@@ -18,6 +19,24 @@ struct Cli {
 enum Command {
     /// Print the GPU adapter, backend, driver, features, limits and cooperative-matrix configurations.
     Info,
+    /// Tokenize TEXT and show each position: index, id, vocabulary token, decoded text and the word it belongs to.
+    Tokens(TokensArgs),
+}
+
+#[derive(clap::Args)]
+struct TokensArgs {
+    /// Diffusers model folder: uses DIR/tokenizer/ and max length from DIR/text_encoder/config.json. Without it,
+    /// the embedded CLIP ViT-L/14 tokenizer (SD 1.x), max length 77.
+    #[arg(long, value_name = "DIR")]
+    model: Option<std::path::PathBuf>,
+    /// Print one JSON object instead of a table: "ids" (all max_len ids: BOS, tokens, EOS, pad), "tokens" (the
+    /// vocabulary string of each position), "text" (each position decoded), "words" (the index into "prompt_words" of
+    /// each position, null for BOS/EOS/pad), "prompt_words" (TEXT split on single spaces), "length" (positions
+    /// BOS..=EOS), "truncated" (the cut end of TEXT, or null).
+    #[arg(long)]
+    json: bool,
+    /// The prompt (quote it).
+    text: String,
 }
 
 fn run(cli: Cli) -> p2p_wgpu::Result<()> {
@@ -25,6 +44,22 @@ fn run(cli: Cli) -> p2p_wgpu::Result<()> {
         Command::Info => {
             let gpu = Gpu::new(&GpuOptions { adapter: cli.adapter })?;
             print!("{}", gpu.report());
+            Ok(())
+        }
+        Command::Tokens(args) => {
+            let tokenizer = match &args.model {
+                Some(dir) => Tokenizer::from_model_dir(dir)?,
+                None => Tokenizer::embedded_clip()?,
+            };
+            let report = TokenReport::new(&tokenizer, &args.text)?;
+            if let Some(cut) = &report.encoded.truncated {
+                eprintln!("p2p-wgpu: warning: the prompt is longer than {} tokens; cut: {cut:?}", tokenizer.max_len());
+            }
+            if args.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.table());
+            }
             Ok(())
         }
     }

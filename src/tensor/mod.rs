@@ -6,7 +6,7 @@ use half::f16;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::gpu::pool::PooledBuffer;
+use crate::gpu::pool::{BufferPool, PooledBuffer};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
@@ -54,9 +54,15 @@ fn padded(bytes: u64) -> u64 {
 impl Tensor {
     /// An uninitialised tensor (contents are whatever the pooled buffer held).
     pub fn empty(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        Tensor::empty_in(gpu, &gpu.pool, shape, dtype)
+    }
+
+    /// An uninitialised tensor from `pool` (a plan's own arena, so that its buffers are never handed to anyone
+    /// else while the plan's recording may still run).
+    pub fn empty_in(gpu: &Gpu, pool: &Arc<BufferPool>, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let n: usize = shape.iter().product();
         let bytes = padded((n * dtype.size()) as u64);
-        let buf = gpu.pool.alloc(&gpu.device, &gpu.limits, bytes)?;
+        let buf = pool.alloc(&gpu.device, &gpu.limits, bytes)?;
         Ok(Tensor { buf: Arc::new(buf), offset: 0, shape: shape.to_vec(), dtype })
     }
 

@@ -1,0 +1,211 @@
+//! The Stable Diffusion 1.x/2.x text-to-image pipeline (diffusers' `StableDiffusionPipeline`) on our models:
+//! tokenise, encode `[negative × B, prompts]`, then per step run the UNet on the doubled latents with
+//! classifier-free guidance and apply the scheduler on the host; finally decode `latents / scaling_factor` with the
+//! VAE and map to `[0, 1]`. The UNet call is recorded once and replayed every step with new inputs.
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::nn::Ctx;
+use crate::schedulers::{self, SchedulerConfig};
+use crate::tensor::{DType, Tensor};
+use crate::text::Tokenizer;
+
+use super::clip::ClipTextModel;
+use super::unet::UNet;
+use super::vae::VaeDecoder;
+
+/// How to load a model folder.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Storage type of the text encoder and UNet.
+    pub dtype: DType,
+    /// Storage type of the VAE decoder (f32 unless asked: an f16 SD VAE overflows to black images).
+    pub vae_dtype: DType,
+    /// Weight-file variant, e.g. "fp16" for `*.fp16.safetensors`.
+    pub variant: Option<String>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { dtype: DType::F32, vae_dtype: DType::F32, variant: None }
+    }
+}
+
+pub struct StableDiffusion {
+    pub tokenizer: Tokenizer,
+    pub text_encoder: ClipTextModel,
+    pub unet: UNet,
+    pub vae: VaeDecoder,
+    pub scheduler: SchedulerConfig,
+}
+
+/// One text-to-image run.
+#[derive(Clone, Debug)]
+pub struct Generate {
+    pub prompts: Vec<String>,
+    pub negative: String,
+    pub steps: usize,
+    pub guidance: f64,
+    pub scheduler: Option<schedulers::Kind>,
+    /// The initial latent `[1, C, h, w]` (NCHW, f32), shared by every prompt.
+    pub latents: Vec<f32>,
+    pub latent_hw: (usize, usize),
+}
+
+/// What a run produced, NCHW, row b = prompt b.
+#[derive(Clone, Debug)]
+pub struct Generated {
+    /// `[B, C, h, w]`: the final latents, before decoding.
+    pub latents: Vec<f32>,
+    /// `[B, 3, H, W]`: the images in [0, 1].
+    pub images: Vec<f32>,
+    pub image_hw: (usize, usize),
+}
+
+/// `[B, C, H, W]` → `[B, H, W, C]`.
+pub fn nchw_to_nhwc(x: &[f32], b: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    for n in 0..b {
+        for ch in 0..c {
+            for y in 0..h {
+                for xx in 0..w {
+                    out[((n * h + y) * w + xx) * c + ch] = x[((n * c + ch) * h + y) * w + xx];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `[B, H, W, C]` → `[B, C, H, W]`.
+pub fn nhwc_to_nchw(x: &[f32], b: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    for n in 0..b {
+        for ch in 0..c {
+            for y in 0..h {
+                for xx in 0..w {
+                    out[((n * c + ch) * h + y) * w + xx] = x[((n * h + y) * w + xx) * c + ch];
+                }
+            }
+        }
+    }
+    out
+}
+
+impl StableDiffusion {
+    /// Loads a diffusers Stable Diffusion folder.
+    pub fn load(gpu: &Gpu, dir: &Path, o: &LoadOptions) -> Result<StableDiffusion> {
+        if !dir.is_dir() {
+            return Err(Error::msg(format!("model folder {} does not exist", dir.display())));
+        }
+        let variant = o.variant.as_deref();
+        let sub = |name: &str| -> Result<std::path::PathBuf> {
+            let p = dir.join(name);
+            if p.is_dir() { Ok(p) } else { Err(Error::msg(format!("{}: missing the {name}/ folder", dir.display()))) }
+        };
+        let text_encoder = ClipTextModel::load(gpu, &sub("text_encoder")?, variant, o.dtype)?;
+        let tokenizer = Tokenizer::from_dir(sub("tokenizer")?, text_encoder.config.max_position_embeddings)?;
+        let unet = UNet::load(gpu, &sub("unet")?, variant, o.dtype)?;
+        let vae = VaeDecoder::load(gpu, &sub("vae")?, variant, o.vae_dtype)?;
+        let scheduler = SchedulerConfig::read(&sub("scheduler")?)?;
+        if unet.config.cross_attention_dim != text_encoder.config.hidden_size {
+            return Err(Error::msg(format!(
+                "unet cross_attention_dim {} does not match the text encoder's hidden_size {}",
+                unet.config.cross_attention_dim, text_encoder.config.hidden_size
+            )));
+        }
+        if vae.config.latent_channels != unet.config.in_channels {
+            return Err(Error::msg(format!(
+                "vae latent_channels {} does not match unet in_channels {}",
+                vae.config.latent_channels, unet.config.in_channels
+            )));
+        }
+        Ok(StableDiffusion { tokenizer, text_encoder, unet, vae, scheduler })
+    }
+
+    /// Token ids of the CFG batch `[negative × B, prompts]`, warning on stderr about truncated prompts.
+    pub fn encode_ids(&self, prompts: &[String], negative: &str) -> Result<Vec<Vec<u32>>> {
+        let mut rows = Vec::with_capacity(2 * prompts.len());
+        for p in std::iter::repeat_n(negative, prompts.len()).chain(prompts.iter().map(String::as_str)) {
+            let e = self.tokenizer.encode(p)?;
+            if let Some(cut) = &e.truncated {
+                eprintln!("warning: prompt longer than {} tokens; cut: {cut:?}", self.tokenizer.max_len());
+            }
+            rows.push(e.ids);
+        }
+        Ok(rows)
+    }
+
+    /// Runs text-to-image; `progress(step, total)` is called after each UNet evaluation.
+    pub fn generate(&self, gpu: &Gpu, g: &Generate, progress: &mut dyn FnMut(usize, usize)) -> Result<Generated> {
+        let b = g.prompts.len();
+        if b == 0 {
+            return Err(Error::msg("no prompt"));
+        }
+        if !g.guidance.is_finite() {
+            return Err(Error::msg(format!("guidance must be a finite number, got {}", g.guidance)));
+        }
+        let c = self.unet.config.in_channels;
+        let (h, w) = g.latent_hw;
+        if g.latents.len() != c * h * w {
+            return Err(Error::shape(
+                "generate",
+                format!("latents hold {} values, expected [1, {c}, {h}, {w}]", g.latents.len()),
+            ));
+        }
+        let mut sched = schedulers::build(&self.scheduler, g.scheduler, g.steps)?;
+        let text = self.text_encoder.encode(gpu, &self.encode_ids(&g.prompts, &g.negative)?)?;
+
+        // The UNet call, recorded once on persistent inputs.
+        let dt = self.unet.dtype;
+        let mut cx = Ctx::new(gpu, dt);
+        let sample = cx.alloc(&[2 * b, h, w, c])?;
+        let tsteps = cx.alloc_as(&[2 * b], DType::F32)?;
+        let out = self.unet.forward(&mut cx, &sample, &tsteps, &text)?;
+        let plane = h * w * c;
+        let sigma = sched.init_noise_sigma() as f32;
+        let one = nchw_to_nhwc(&g.latents, 1, c, h, w);
+        let mut x: Vec<f32> = (0..b).flat_map(|_| one.iter().map(|v| v * sigma)).collect();
+        let total = sched.timesteps().len();
+        for i in 0..total {
+            let t = sched.timesteps()[i] as f32;
+            sample.write_f32(gpu, &[x.clone(), x.clone()].concat())?;
+            tsteps.write_f32(gpu, &vec![t; 2 * b])?;
+            gpu.run(&cx.rec)?;
+            let pred = out.to_f32(gpu)?;
+            let (u, cnd) = pred.split_at(b * plane);
+            let guided: Vec<f32> =
+                u.iter().zip(cnd).map(|(&u, &c)| (u as f64 + g.guidance * (c as f64 - u as f64)) as f32).collect();
+            x = sched.step(i, &guided, &x)?;
+            progress(i + 1, total);
+        }
+        drop(cx);
+
+        let images = self.decode(gpu, &x, b, (h, w))?;
+        let scale = self.vae.config.upscale();
+        Ok(Generated { latents: nhwc_to_nchw(&x, b, c, h, w), images, image_hw: (h * scale, w * scale) })
+    }
+
+    /// Decodes NHWC latents `[B, h, w, C]` to NCHW images in [0, 1]; fails on NaN/Inf instead of returning a
+    /// black or broken image.
+    pub fn decode(&self, gpu: &Gpu, x: &[f32], b: usize, (h, w): (usize, usize)) -> Result<Vec<f32>> {
+        let c = self.vae.config.latent_channels;
+        let sf = self.vae.config.scaling_factor;
+        let z: Vec<f32> = x.iter().map(|&v| (v as f64 / sf) as f32).collect();
+        let mut cx = Ctx::new(gpu, self.vae.dtype);
+        let zt = Tensor::from_f32(gpu, &[b, h, w, c], self.vae.dtype, &z)?;
+        let img = self.vae.forward(&mut cx, &zt)?;
+        cx.flush()?;
+        let raw = img.to_f32(gpu)?;
+        if let Some(bad) = raw.iter().find(|v| !v.is_finite()) {
+            return Err(Error::msg(format!(
+                "the decoded image holds {bad} values (numeric overflow{}); no image written",
+                if self.vae.dtype == DType::F16 { "; the f16 VAE overflows, use an f32 VAE" } else { "" }
+            )));
+        }
+        let (hh, ww, oc) = (img.shape[1], img.shape[2], img.shape[3]);
+        let img01: Vec<f32> = raw.iter().map(|&v| (v / 2.0 + 0.5).clamp(0.0, 1.0)).collect();
+        Ok(nhwc_to_nchw(&img01, b, oc, hh, ww))
+    }
+}
