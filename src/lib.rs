@@ -2,6 +2,7 @@
 //!
 //! This crate holds the GPU runtime (`gpu`), GPU tensors (`tensor`) and the WGSL kernel library with its Rust-side
 //! ops (`ops`). Models, schedulers and the edit machinery build on these (see DESIGN.md in the shared folder).
+pub mod app;
 pub mod bench;
 pub mod error;
 pub mod gpu;

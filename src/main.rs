@@ -2,17 +2,27 @@
 //! non-zero exit code, never a panic.
 use clap::{Parser, Subcommand};
 
+use p2p_wgpu::app::generate::GenerateArgs;
 use p2p_wgpu::gpu::{Gpu, GpuOptions};
 use p2p_wgpu::text::{TokenReport, Tokenizer};
 
 #[derive(Parser)]
-#[command(name = "p2p-wgpu", version, about = "Prompt-to-Prompt image editing on wgpu")]
+#[command(
+    name = "p2p-wgpu",
+    version,
+    about = "Prompt-to-Prompt image editing on wgpu",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Cli {
     /// Use the adapter whose name contains this text (case-insensitive). Backend: WGPU_BACKEND=vulkan|metal|dx12|gl.
     #[arg(long, global = true, env = "P2P_WGPU_ADAPTER")]
     adapter: Option<String>,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// Without a subcommand: generate an image.
+    #[command(flatten)]
+    generate: GenerateArgs,
 }
 
 #[derive(Subcommand)]
@@ -40,7 +50,10 @@ struct TokensArgs {
 }
 
 fn run(cli: Cli) -> p2p_wgpu::Result<()> {
-    match cli.command {
+    let Some(command) = cli.command else {
+        return p2p_wgpu::app::generate::run(&cli.generate, cli.adapter);
+    };
+    match command {
         Command::Info => {
             let gpu = Gpu::new(&GpuOptions { adapter: cli.adapter })?;
             print!("{}", gpu.report());

@@ -1,0 +1,173 @@
+//! The main command on the tiny SD 1.x fixture: `--latents` reproduces diffusers' image (through
+//! `--save-raw`), `--seed` is deterministic and `--save-latents` reproduces a run; bad input gets one clear line,
+//! a non-zero exit and no output file.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::rel_l2;
+use p2p_wgpu::app::output::safetensors_f32;
+use p2p_wgpu::weights::SafetensorsFile;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("p2p-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_p2p-wgpu")).args(args).output().expect("run p2p-wgpu")
+}
+
+fn read(path: &Path, name: &str) -> Vec<f32> {
+    SafetensorsFile::open(path).unwrap().read_f32(name).unwrap().data
+}
+
+fn one_line_error(o: &Output, code: i32, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.contains("XDG_RUNTIME_DIR")).collect();
+    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
+    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
+    assert!(lines[0].contains(needle), "{:?} does not mention {needle:?}", lines[0]);
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
+}
+
+#[test]
+fn latents_file_reproduces_diffusers() {
+    let r = fixtures().join("reference/sd1-tiny_t2i_ddim4.safetensors");
+    let dir = tmp("ddim");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lat = read(&r, "latents");
+    let lat_file = dir.join("lat.safetensors");
+    std::fs::write(&lat_file, safetensors_f32(&[("latents", vec![1, 4, 8, 8], &lat)]).unwrap()).unwrap();
+    let out = dir.join("out");
+    let model = fixtures().join("sd1-tiny");
+    let o = run(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "a red bicycle on a hill",
+        "--latents",
+        lat_file.to_str().unwrap(),
+        "--steps",
+        "4",
+        "--scheduler",
+        "ddim",
+        "--out",
+        out.to_str().unwrap(),
+        "--save-raw",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want: Vec<f64> = read(&r, "image").iter().map(|&v| v as f64).collect();
+    let got = read(&out.join("raw.safetensors"), "images");
+    let e = rel_l2(&got, &want);
+    assert!(e < 1e-3, "image relative L2 {e}");
+    let png = image::open(out.join("source.png")).unwrap().to_rgb8();
+    assert_eq!(png.dimensions(), (16, 16));
+    // Pixel (0, 0), red channel: round(x · 255) of the reference.
+    assert_eq!(png.get_pixel(0, 0)[0], (want[0].clamp(0.0, 1.0) * 255.0).round() as u8);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn seed_is_deterministic_and_save_latents_reproduces() {
+    let dir = tmp("seed");
+    let model = fixtures().join("sd1-tiny");
+    let m = model.to_str().unwrap();
+    let (a, b, c) = (dir.join("a"), dir.join("b"), dir.join("c"));
+    let saved = dir.join("saved.safetensors");
+    let base = ["--model", m, "--prompt", "a cat", "--steps", "2", "--save-raw"];
+    let run_with = |extra: &[&str], out: &Path| {
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--out", out.to_str().unwrap()]);
+        let o = run(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        read(&out.join("raw.safetensors"), "images")
+    };
+    std::fs::create_dir_all(&dir).unwrap();
+    let ia = run_with(&["--seed", "7", "--save-latents", saved.to_str().unwrap()], &a);
+    let ib = run_with(&["--seed", "7"], &b);
+    let ic = run_with(&["--latents", saved.to_str().unwrap()], &c);
+    assert_eq!(ia, ib);
+    assert_eq!(ia, ic);
+    let other = run_with(&["--seed", "8"], &dir.join("d"));
+    assert_ne!(ia, other);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_input_is_one_clear_line() {
+    let dir = tmp("bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = fixtures().join("sd1-tiny");
+    let m = model.to_str().unwrap();
+    let out = dir.join("out");
+    let o = out.to_str().unwrap();
+    // Missing model folder.
+    one_line_error(&run(&["--model", "/no/such/model", "--prompt", "x", "--out", o]), 1, "/no/such/model");
+    // Zero steps, NaN guidance.
+    one_line_error(&run(&["--model", m, "--prompt", "x", "--steps", "0", "--out", o]), 1, "--steps");
+    one_line_error(&run(&["--model", m, "--prompt", "x", "--guidance", "NaN", "--out", o]), 1, "--guidance");
+    // Unknown scheduler: a usage error.
+    let u = run(&["--model", m, "--prompt", "x", "--scheduler", "euler", "--out", o]);
+    assert_eq!(u.status.code(), Some(2));
+    // Latent file of the wrong shape.
+    let lat = dir.join("lat.safetensors");
+    std::fs::write(&lat, safetensors_f32(&[("latents", vec![1, 3, 8, 8], &[0.0; 192])]).unwrap()).unwrap();
+    one_line_error(
+        &run(&["--model", m, "--prompt", "x", "--latents", lat.to_str().unwrap(), "--out", o]),
+        1,
+        "channels",
+    );
+    // Output path that is a file.
+    let file = dir.join("file");
+    std::fs::write(&file, b"x").unwrap();
+    one_line_error(&run(&["--model", m, "--prompt", "x", "--out", file.to_str().unwrap()]), 1, "is a file");
+    // A model folder holding only a pickle.
+    let pk = dir.join("pickled");
+    for sub in ["unet", "text_encoder", "vae", "tokenizer", "scheduler"] {
+        let from = model.join(sub);
+        let to = pk.join(sub);
+        std::fs::create_dir_all(&to).unwrap();
+        for e in std::fs::read_dir(&from).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "safetensors") {
+                if sub == "unet" && !p.to_string_lossy().contains(".fp16.") {
+                    std::fs::write(to.join("diffusion_pytorch_model.bin"), b"not really a pickle").unwrap();
+                }
+                if sub == "unet" {
+                    continue;
+                }
+            }
+            std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    one_line_error(&run(&["--model", pk.to_str().unwrap(), "--prompt", "x", "--out", o]), 1, "safetensors");
+    // Malformed weights: a truncated safetensors file.
+    let bad = dir.join("badweights");
+    std::fs::create_dir_all(&bad).unwrap();
+    for sub in ["unet", "text_encoder", "vae", "tokenizer", "scheduler"] {
+        let to = bad.join(sub);
+        std::fs::create_dir_all(&to).unwrap();
+        for e in std::fs::read_dir(model.join(sub)).unwrap() {
+            let p = e.unwrap().path();
+            if p.to_string_lossy().contains(".fp16.") {
+                continue;
+            }
+            let mut bytes = std::fs::read(&p).unwrap();
+            if sub == "vae" && p.extension().is_some_and(|x| x == "safetensors") {
+                bytes.truncate(bytes.len() / 2);
+            }
+            std::fs::write(to.join(p.file_name().unwrap()), bytes).unwrap();
+        }
+    }
+    one_line_error(&run(&["--model", bad.to_str().unwrap(), "--prompt", "x", "--out", o]), 1, "vae");
+    assert!(!out.join("source.png").exists(), "no image may be written on error");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
