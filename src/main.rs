@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 
 use p2p_wgpu::app::generate::GenerateArgs;
-use p2p_wgpu::gpu::{Gpu, GpuOptions};
+use p2p_wgpu::app::info::InfoArgs;
 use p2p_wgpu::text::{TokenReport, Tokenizer};
 
 #[derive(Parser)]
@@ -27,8 +27,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the GPU adapter, backend, driver, features, limits and cooperative-matrix configurations.
-    Info,
+    /// Print the GPU adapter, backend, driver, features, limits and cooperative-matrix configurations; with
+    /// --model, the model's parameter bytes and planned activation memory.
+    Info(InfoArgs),
     /// Tokenize TEXT and show each position: index, id, vocabulary token, decoded text and the word it belongs to.
     Tokens(TokensArgs),
 }
@@ -54,11 +55,7 @@ fn run(cli: Cli) -> p2p_wgpu::Result<()> {
         return p2p_wgpu::app::generate::run(&cli.generate, cli.adapter);
     };
     match command {
-        Command::Info => {
-            let gpu = Gpu::new(&GpuOptions { adapter: cli.adapter })?;
-            print!("{}", gpu.report());
-            Ok(())
-        }
+        Command::Info(args) => p2p_wgpu::app::info::run(&args, cli.adapter),
         Command::Tokens(args) => {
             let tokenizer = match &args.model {
                 Some(dir) => Tokenizer::from_model_dir(dir)?,

@@ -11,6 +11,9 @@ pub const STORAGE_USAGE: wgpu::BufferUsages =
 #[derive(Default)]
 pub struct BufferPool {
     free: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
+    /// Bytes of every buffer this pool created, and the largest one.
+    created: std::sync::atomic::AtomicU64,
+    largest: std::sync::atomic::AtomicU64,
 }
 
 /// A pooled storage buffer; goes back to its pool on drop.
@@ -65,12 +68,17 @@ impl BufferPool {
         };
         let buffer = match reused {
             Some(b) => b,
-            None => device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("p2p-wgpu tensor"),
-                size: class,
-                usage: STORAGE_USAGE,
-                mapped_at_creation: false,
-            }),
+            None => {
+                use std::sync::atomic::Ordering::Relaxed;
+                self.created.fetch_add(class, Relaxed);
+                self.largest.fetch_max(class, Relaxed);
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("p2p-wgpu tensor"),
+                    size: class,
+                    usage: STORAGE_USAGE,
+                    mapped_at_creation: false,
+                })
+            }
         };
         Ok(PooledBuffer { buffer: Some(buffer), class, pool: self.clone() })
     }
@@ -78,6 +86,12 @@ impl BufferPool {
     /// Number of idle buffers held.
     pub fn idle(&self) -> usize {
         self.free.lock().unwrap_or_else(|p| p.into_inner()).values().map(Vec::len).sum()
+    }
+
+    /// Bytes of all buffers this pool has created (its footprint when nothing was cleared), and the largest.
+    pub fn created_bytes(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.created.load(Relaxed), self.largest.load(Relaxed))
     }
 
     /// Drops every idle buffer.

@@ -80,6 +80,8 @@ struct ClipLayer {
 }
 
 pub struct ClipTextModel {
+    /// Bytes of the parameters on the GPU.
+    pub param_bytes: u64,
     pub config: ClipTextConfig,
     pub dtype: DType,
     token_embedding: Tensor,
@@ -95,7 +97,8 @@ impl ClipTextModel {
         let mut w = Loader::open(dir, variant)?;
         w.strip_prefix("text_model.");
         w.ignore("embeddings.position_ids");
-        let model = Self::build(&mut Load { gpu, w: &mut w, dtype }, config, dtype);
+        let mut l = Load::new(gpu, &mut w, dtype);
+        let model = Self::build(&mut l, config, dtype).map(|m| Self { param_bytes: l.bytes, ..m });
         w.finish()?;
         model
     }
@@ -120,7 +123,15 @@ impl ClipTextModel {
             });
         }
         let final_layer_norm = LayerNorm::load(l, "final_layer_norm", h, eps)?;
-        Ok(ClipTextModel { config, dtype, token_embedding, position_embedding, layers, final_layer_norm })
+        Ok(ClipTextModel {
+            param_bytes: 0,
+            config,
+            dtype,
+            token_embedding,
+            position_embedding,
+            layers,
+            final_layer_norm,
+        })
     }
 
     /// `last_hidden_state` for `ids` (`B` rows of exactly `max_position_embeddings` ids each), recorded in `cx`.

@@ -184,6 +184,8 @@ struct UpBlock {
 }
 
 pub struct UNet {
+    /// Bytes of the parameters on the GPU.
+    pub param_bytes: u64,
     pub config: UNetConfig,
     pub dtype: DType,
     linear_1: Linear,
@@ -202,7 +204,8 @@ impl UNet {
     pub fn load(gpu: &Gpu, dir: &Path, variant: Option<&str>, dtype: DType) -> Result<UNet> {
         let config = UNetConfig::read(dir)?;
         let mut w = Loader::open(dir, variant)?;
-        let model = Self::build(&mut Load { gpu, w: &mut w, dtype }, config, dtype);
+        let mut l = Load::new(gpu, &mut w, dtype);
+        let model = Self::build(&mut l, config, dtype).map(|m| Self { param_bytes: l.bytes, ..m });
         w.finish()?;
         model
     }
@@ -281,6 +284,7 @@ impl UNet {
         let conv_norm_out = GroupNorm::load(l, "conv_norm_out", groups, ch[0], eps)?;
         let conv_out = Conv2d::load(l, "conv_out", ch[0], c.out_channels, 3, 1, 1, true)?;
         Ok(UNet {
+            param_bytes: 0,
             config: c,
             dtype,
             linear_1,

@@ -79,6 +79,8 @@ struct UpDecoderBlock {
 }
 
 pub struct VaeDecoder {
+    /// Bytes of the parameters on the GPU.
+    pub param_bytes: u64,
     pub config: VaeConfig,
     pub dtype: DType,
     post_quant_conv: Conv2d,
@@ -95,7 +97,8 @@ impl VaeDecoder {
     pub fn load(gpu: &Gpu, dir: &Path, variant: Option<&str>, dtype: DType) -> Result<VaeDecoder> {
         let config = VaeConfig::read(dir)?;
         let mut w = Loader::open(dir, variant)?;
-        let model = Self::build(&mut Load { gpu, w: &mut w, dtype }, config, dtype);
+        let mut l = Load::new(gpu, &mut w, dtype);
+        let model = Self::build(&mut l, config, dtype).map(|m| Self { param_bytes: l.bytes, ..m });
         // The encoder half is for image-to-latent; not loaded yet.
         for k in ENCODER_PREFIXES {
             w.ignore_prefix(k);
@@ -140,6 +143,7 @@ impl VaeDecoder {
         let conv_norm_out = GroupNorm::load(l, "decoder.conv_norm_out", g, ch[0], eps)?;
         let conv_out = Conv2d::load(l, "decoder.conv_out", ch[0], c.out_channels, 3, 1, 1, true)?;
         Ok(VaeDecoder {
+            param_bytes: 0,
             config: c,
             dtype,
             post_quant_conv,

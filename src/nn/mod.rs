@@ -57,6 +57,14 @@ pub struct Load<'a> {
     pub gpu: &'a Gpu,
     pub w: &'a mut Loader,
     pub dtype: DType,
+    /// Bytes of the parameters uploaded so far.
+    pub bytes: u64,
+}
+
+impl<'a> Load<'a> {
+    pub fn new(gpu: &'a Gpu, w: &'a mut Loader, dtype: DType) -> Load<'a> {
+        Load { gpu, w, dtype, bytes: 0 }
+    }
 }
 
 impl Load<'_> {
@@ -75,7 +83,11 @@ impl Load<'_> {
         relayout: impl FnOnce(Vec<f32>) -> Vec<f32>,
     ) -> Result<Tensor> {
         match self.w.take(name, shape) {
-            Some(h) => Tensor::from_f32(self.gpu, gpu_shape, self.dtype, &relayout(h.data)),
+            Some(h) => {
+                let t = Tensor::from_f32(self.gpu, gpu_shape, self.dtype, &relayout(h.data))?;
+                self.bytes += t.bytes();
+                Ok(t)
+            }
             None => Tensor::empty(self.gpu, &[0], self.dtype),
         }
     }

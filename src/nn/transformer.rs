@@ -9,6 +9,7 @@ use crate::error::Result;
 use crate::ops::Activation;
 use crate::ops::attention::{AttentionOpts, HEAD_DIMS, attention};
 use crate::ops::elementwise::geglu;
+use crate::ops::softmax::attention_materialized;
 use crate::tensor::Tensor;
 
 use super::{Ctx, GroupNorm, LayerNorm, Linear, Load, key};
@@ -58,10 +59,8 @@ impl Attention {
         if HEAD_DIMS.contains(&d) {
             attention(cx.gpu, &mut cx.rec, &q, &k, &v, &a, &AttentionOpts::heads(self.heads))?;
         } else {
-            return Err(crate::Error::shape(
-                "attention",
-                format!("head dim {d} is not supported yet (TODO: materialised path)"),
-            ));
+            // Head dims the flash kernel is not built for (the SD VAE's single 512-wide head): scores materialised.
+            attention_materialized(cx.gpu, &mut cx.rec, &q, &k, &v, &a, self.heads, None)?;
         }
         self.to_out.forward_fused(cx, &a, Activation::None, residual)
     }

@@ -222,7 +222,10 @@ pub fn attention(
         ));
     }
     if o.causal && s.nq != s.nk {
-        return Err(Error::shape(op, format!("a causal mask needs as many queries as keys, got {} and {}", s.nq, s.nk)));
+        return Err(Error::shape(
+            op,
+            format!("a causal mask needs as many queries as keys, got {} and {}", s.nq, s.nk),
+        ));
     }
     if s.batch == 0 || s.nq == 0 {
         return Ok(());

@@ -9,6 +9,7 @@ pub mod embed;
 pub mod matmul;
 pub mod norm;
 pub mod resample;
+pub mod softmax;
 mod split;
 
 use crate::gpu::{Dispatch, Kernel};
@@ -111,6 +112,7 @@ pub fn variants() -> Vec<Kernel> {
     v.extend(embed::variants());
     v.extend(resample::variants());
     v.extend(attention::variants());
+    v.extend(softmax::variants());
     v
 }
 
