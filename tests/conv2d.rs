@@ -16,9 +16,9 @@ fn reference(
     (b, h, wd, cin): (usize, usize, usize, usize),
     (cout, kh, kw): (usize, usize, usize),
     stride: usize,
-    pad: usize,
+    (pad, pad_end): (usize, usize),
 ) -> Vec<f64> {
-    let (ho, wo) = (out_size(h, kh, stride, pad), out_size(wd, kw, stride, pad));
+    let (ho, wo) = (out_size(h + pad_end, kh, stride, pad), out_size(wd + pad_end, kw, stride, pad));
     let mut out = vec![0.0; b * ho * wo * cout];
     for n in 0..b {
         for oy in 0..ho {
@@ -60,18 +60,36 @@ fn run(
     fused: bool,
     seed: u64,
 ) {
+    run_padded(b, h, w, cin, cout, k, stride, (pad, 0), fused, seed);
+}
+
+/// `run` with extra padding `pad_end` after the last row and column.
+#[allow(clippy::too_many_arguments)]
+fn run_padded(
+    b: usize,
+    h: usize,
+    w: usize,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    (pad, pad_end): (usize, usize),
+    fused: bool,
+    seed: u64,
+) {
     let gpu = gpu();
     for dt in dtypes() {
         let mut rng = Rng::new(seed);
         let (tx, x) = upload(&[b, h, w, cin], dt, &rng.vec(b * h * w * cin, 1.0));
         let w_oihw = quantize(&rng.vec(cout * cin * k * k, 1.0 / ((cin * k * k) as f32).sqrt()), dt);
         let (tw, _) = upload(&[cout, k, k, cin], dt, &oihw_to_ohwi(&w_oihw, cout, cin, k, k));
-        let (ho, wo) = (out_size(h, k, stride, pad), out_size(w, k, stride, pad));
+        let (ho, wo) = (out_size(h + pad_end, k, stride, pad), out_size(w + pad_end, k, stride, pad));
         let (tbias, bias) = upload(&[cout], dt, &rng.vec(cout, 0.5));
         let (tres, res) = upload(&[b, ho, wo, cout], dt, &rng.vec(b * ho * wo * cout, 1.0));
         let out = poisoned(&[b, ho, wo, cout], dt);
         let act = if fused { Activation::Silu } else { Activation::None };
-        let opts = Conv2dOpts { stride, pad, bias: fused.then_some(&tbias), act, residual: fused.then_some(&tres) };
+        let opts =
+            Conv2dOpts { stride, pad, pad_end, bias: fused.then_some(&tbias), act, residual: fused.then_some(&tres) };
         let mut rec = Recording::new();
         conv2d(gpu, &mut rec, &tx, &tw, &out, &opts).unwrap();
         gpu.run(&rec).unwrap();
@@ -84,10 +102,10 @@ fn run(
             (b, h, w, cin),
             (cout, k, k),
             stride,
-            pad,
+            (pad, pad_end),
         );
         check(
-            &format!("{dt:?} conv {b}x{h}x{w}x{cin} -> {cout} k{k} s{stride} p{pad} fused{fused}"),
+            &format!("{dt:?} conv {b}x{h}x{w}x{cin} -> {cout} k{k} s{stride} p{pad}+{pad_end} fused{fused}"),
             &download(&out),
             &want,
             tol(dt),
@@ -102,6 +120,9 @@ fn odd_shapes() {
     run(1, 1, 1, 1, 1, 1, 1, 0, false, 3);
     run(1, 5, 5, 2, 3, 5, 1, 2, true, 4);
     run(3, 4, 7, 6, 2, 1, 1, 0, true, 5);
+    // The VAE encoder's downsampler: pad (0, 1, 0, 1) then a stride-2 3×3 convolution.
+    run_padded(2, 8, 6, 5, 7, 3, 2, (0, 1), false, 6);
+    run_padded(1, 7, 7, 3, 4, 3, 2, (0, 1), true, 7);
 }
 
 /// SD 1.5 conv shapes with the spatial size cut down: conv_in 4→320, resnet 3×3 at 320/640, the stride-2

@@ -17,7 +17,7 @@ fn check(name: &str, got: &[f32], want: &[f64], tol: f64) {
 use p2p_wgpu::models::clip::ClipTextModel;
 use p2p_wgpu::models::sd::{Generate, LoadOptions, StableDiffusion, nchw_to_nhwc, nhwc_to_nchw};
 use p2p_wgpu::models::unet::UNet;
-use p2p_wgpu::models::vae::VaeDecoder;
+use p2p_wgpu::models::vae::{VaeDecoder, VaeEncoder};
 use p2p_wgpu::nn::Ctx;
 use p2p_wgpu::schedulers::Kind;
 use p2p_wgpu::tensor::{DType, Tensor};
@@ -142,6 +142,37 @@ fn sd1_vae_decode() {
 #[test]
 fn sd2_vae_decode() {
     vae_decode("sd2-tiny");
+}
+
+fn vae_encode(model: &str) {
+    let gpu = gpu();
+    let r = Ref::open(&format!("{model}_vae_encode.safetensors"));
+    let [b, c, h, w] = r.shape("image")[..] else { panic!("shape") };
+    let img = nchw_to_nhwc(&r.f32("image"), b, c, h, w);
+    let [_, lc, lh, lw] = r.shape("mean")[..] else { panic!("shape") };
+    for dt in dtypes() {
+        let enc = VaeEncoder::load(gpu, &fixtures().join(model).join("vae"), None, dt).unwrap();
+        let x = Tensor::from_f32(gpu, &[b, h, w, c], dt, &img).unwrap();
+        let (mean, logvar) = enc.encode(gpu, &x).unwrap();
+        let tol = model_tol(dt);
+        check(
+            &format!("{model} vae encode mean {dt:?}"),
+            &nhwc_to_nchw(&mean, b, lc, lh, lw),
+            &wide(&r.f32("mean")),
+            tol,
+        );
+        check(
+            &format!("{model} vae encode logvar {dt:?}"),
+            &nhwc_to_nchw(&logvar, b, lc, lh, lw),
+            &wide(&r.f32("logvar")),
+            tol,
+        );
+    }
+}
+
+#[test]
+fn sd1_vae_encode() {
+    vae_encode("sd1-tiny");
 }
 
 fn t2i(model: &str, kind: Kind, file: &str) {

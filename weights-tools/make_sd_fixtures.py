@@ -543,6 +543,18 @@ def make_references(name: str, spec: dict, pipe, refs: Refs, model_info: dict) -
                  "`decoder_input` to the bare decoder."},
     )
 
+    # --- VAE encode (for real-image editing): the posterior mean and its quant_conv moments
+    img = randn((1, 3, 16, 16), seed + 25).clamp(-1, 1)
+    dist = vae.encode(img).latent_dist
+    refs.save(
+        f"{name}_vae_encode.safetensors",
+        {"image": img, "mean": dist.mean, "logvar": dist.logvar},
+        {"image": f"seeded randn (seed {seed + 25}) clamped to [-1, 1]: an image in the VAE's input range",
+         "mean": "vae.encode(image).latent_dist.mean (unscaled; multiply by scaling_factor for the pipeline)",
+         "logvar": "vae.encode(image).latent_dist.logvar (clamped to [-30, 20] by diffusers)"},
+        {**base, "kind": "vae_encode", "scaling_factor": sf, "image_seed": seed + 25},
+    )
+
     # --- whole text-to-image runs
     init = randn((1, 4, 8, 8), seed + 30)
     variants = [("ddim", DDIMScheduler)]

@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::{
-    Conv2d, Ctx, Downsample2D, GroupNorm, Linear, Load, ResnetBlock2D, ResnetCfg, Transformer2D, TransformerCfg,
-    Upsample2D, key,
+    AttnHooks, Conv2d, Ctx, Downsample2D, GroupNorm, Linear, Load, ResnetBlock2D, ResnetCfg, Transformer2D,
+    TransformerCfg, Upsample2D, key,
 };
 use crate::ops::Activation;
 use crate::ops::elementwise::unary;
@@ -302,6 +302,38 @@ impl UNet {
     /// Records one UNet call: `sample` `[B, h, w, in]` (NHWC, model dtype), `timesteps` f32 `[B]`, `text`
     /// `[B, M, cross_dim]`; returns the prediction `[B, h, w, out]`.
     pub fn forward(&self, cx: &mut Ctx, sample: &Tensor, timesteps: &Tensor, text: &Tensor) -> Result<Tensor> {
+        self.forward_hooked(cx, sample, timesteps, text, None)
+    }
+
+    /// Number of cross-attention layers whose query count is `tokens`, for latents of `h × w`.
+    pub fn cross_layers_with_tokens(&self, h: usize, w: usize, tokens: usize) -> usize {
+        let c = &self.config;
+        let n = c.block_out_channels.len();
+        let at = |level: usize| (h >> level) * (w >> level) == tokens;
+        let mut count = 0;
+        for b in 0..n {
+            if c.down_cross[b] && at(b) {
+                count += c.layers_per_block * c.transformer_layers_per_block[b];
+            }
+            if c.up_cross[b] && at(n - 1 - b) {
+                count += (c.layers_per_block + 1) * c.transformer_layers_per_block[n - 1 - b];
+            }
+        }
+        if at(n - 1) {
+            count += c.transformer_layers_per_block[n - 1];
+        }
+        count
+    }
+
+    /// `forward` with Prompt-to-Prompt hooks in every attention layer.
+    pub fn forward_hooked(
+        &self,
+        cx: &mut Ctx,
+        sample: &Tensor,
+        timesteps: &Tensor,
+        text: &Tensor,
+        hooks: Option<&AttnHooks>,
+    ) -> Result<Tensor> {
         let c = &self.config;
         let b = sample.shape[0];
         let t_proj = cx.alloc(&[b, c.block_out_channels[0]])?;
@@ -324,7 +356,7 @@ impl UNet {
             for (j, r) in blk.resnets.iter().enumerate() {
                 x = r.forward(cx, &x, Some(&temb_silu))?;
                 if let Some(a) = blk.attentions.get(j) {
-                    x = a.forward(cx, &x, text)?;
+                    x = a.forward(cx, &x, text, hooks)?;
                 }
                 skips.push(x.clone());
             }
@@ -334,7 +366,7 @@ impl UNet {
             }
         }
         x = self.mid_resnets[0].forward(cx, &x, Some(&temb_silu))?;
-        x = self.mid_attention.forward(cx, &x, text)?;
+        x = self.mid_attention.forward(cx, &x, text, hooks)?;
         x = self.mid_resnets[1].forward(cx, &x, Some(&temb_silu))?;
         for blk in &self.up {
             for (j, r) in blk.resnets.iter().enumerate() {
@@ -345,7 +377,7 @@ impl UNet {
                 concat_channels(cx.gpu, &mut cx.rec, &x, &skip, &cat)?;
                 x = r.forward(cx, &cat, Some(&temb_silu))?;
                 if let Some(a) = blk.attentions.get(j) {
-                    x = a.forward(cx, &x, text)?;
+                    x = a.forward(cx, &x, text, hooks)?;
                 }
             }
             if let Some(u) = &blk.upsampler {

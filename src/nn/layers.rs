@@ -56,6 +56,8 @@ pub struct Conv2d {
     pub kernel: usize,
     pub stride: usize,
     pub padding: usize,
+    /// Extra padding after the last row and column (see `Conv2dOpts::pad_end`).
+    pub pad_end: usize,
 }
 
 impl Conv2d {
@@ -74,7 +76,7 @@ impl Conv2d {
         let weight =
             l.param_with(&key(prefix, "weight"), &[o, i, k, k], &[o, k, k, i], |w| oihw_to_ohwi(&w, o, i, k, k))?;
         let bias = if bias { Some(l.param(&key(prefix, "bias"), &[o])?) } else { None };
-        Ok(Conv2d { weight, bias, in_channels, out_channels, kernel, stride, padding })
+        Ok(Conv2d { weight, bias, in_channels, out_channels, kernel, stride, padding, pad_end: 0 })
     }
 
     /// `[B, H, W, Cin] → [B, Ho, Wo, Cout]`.
@@ -85,12 +87,15 @@ impl Conv2d {
     /// Convolution plus `residual` (same shape as the output), fused in the epilogue.
     pub fn forward_fused(&self, cx: &mut Ctx, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
         let (b, h, w) = (x.shape[0], x.shape.get(1).copied().unwrap_or(0), x.shape.get(2).copied().unwrap_or(0));
-        let (ho, wo) =
-            (out_size(h, self.kernel, self.stride, self.padding), out_size(w, self.kernel, self.stride, self.padding));
+        let (ho, wo) = (
+            out_size(h + self.pad_end, self.kernel, self.stride, self.padding),
+            out_size(w + self.pad_end, self.kernel, self.stride, self.padding),
+        );
         let out = cx.alloc(&[b, ho, wo, self.out_channels])?;
         let opts = Conv2dOpts {
             stride: self.stride,
             pad: self.padding,
+            pad_end: self.pad_end,
             bias: self.bias.as_ref(),
             act: Activation::None,
             residual,

@@ -16,7 +16,9 @@ use crate::weights::Loader;
 
 pub use layers::{Conv2d, GroupNorm, LayerNorm, Linear};
 pub use resnet::{Downsample2D, ResnetBlock2D, ResnetCfg, Upsample2D};
-pub use transformer::{Attention, BasicTransformerBlock, Transformer2D, TransformerCfg, VaeAttention};
+pub use transformer::{
+    Attention, AttnHooks, BasicTransformerBlock, StoreAt, Transformer2D, TransformerCfg, VaeAttention,
+};
 
 /// Where a forward pass is recorded: the GPU, the recording, the activation dtype, and the arena its
 /// activations come from. Temporaries return to the arena when dropped and are reused by later ops of the same

@@ -7,12 +7,35 @@
 //! - the VAE's single-head `Attention` with its own `group_norm` and residual.
 use crate::error::Result;
 use crate::ops::Activation;
-use crate::ops::attention::{AttentionOpts, HEAD_DIMS, attention};
+use crate::ops::attention::{
+    AttentionOpts, CrossEdit, CrossEditOpts, HEAD_DIMS, Inject, Store, attention, cross_attention_edit,
+};
 use crate::ops::elementwise::geglu;
 use crate::ops::softmax::attention_materialized;
 use crate::tensor::Tensor;
 
 use super::{Ctx, GroupNorm, LayerNorm, Linear, Load, key};
+
+/// Prompt-to-Prompt hooks for the attention layers of one recorded UNet call (DESIGN.md §4). Batch rows are
+/// `[uncond × B, cond × B]`; the conditional source is row `src_row` and its targets the rows after it.
+pub struct AttnHooks<'a> {
+    /// Edit data of the cross-attention layers (rewritten by the host before each replay).
+    pub edit: &'a CrossEdit,
+    pub src_row: usize,
+    /// Inject the source's self-attention into the targets in layers with at most `self_max_tokens` queries.
+    pub inject_self: bool,
+    pub self_max_tokens: usize,
+    /// Attention stores: cross layers with `tokens` queries add their edited maps' mean over heads and layers.
+    pub stores: Vec<StoreAt<'a>>,
+}
+
+/// A running store of cross-attention maps at one resolution: `buf` `[1 + T, tokens, keys]` f32, to which each
+/// of the `layers` layers with `tokens` queries adds its head-summed maps divided by `heads · layers`.
+pub struct StoreAt<'a> {
+    pub tokens: usize,
+    pub layers: usize,
+    pub buf: &'a Tensor,
+}
 
 /// `Attention`: `heads` heads over `inner = heads · head_dim` channels.
 pub struct Attention {
@@ -42,13 +65,16 @@ impl Attention {
         })
     }
 
-    /// `x` `[B, N, C]`, `context` `[B, M, Cc]` (None: self-attention); returns `to_out(attn) + residual`.
+    /// `x` `[B, N, C]`, `context` `[B, M, Cc]` (None: self-attention); returns `to_out(attn) + residual`. With
+    /// `hooks`, cross-attention applies the Prompt-to-Prompt edit (and stores maps) and self-attention injects the
+    /// source's maps.
     pub fn forward(
         &self,
         cx: &mut Ctx,
         x: &Tensor,
         context: Option<&Tensor>,
         residual: Option<&Tensor>,
+        hooks: Option<&AttnHooks>,
     ) -> Result<Tensor> {
         let ctx = context.unwrap_or(x);
         let q = self.to_q.forward(cx, x)?;
@@ -56,8 +82,30 @@ impl Attention {
         let v = self.to_v.forward(cx, ctx)?;
         let a = cx.alloc(&q.shape)?;
         let d = self.to_q.out_features / self.heads;
-        if HEAD_DIMS.contains(&d) {
-            attention(cx.gpu, &mut cx.rec, &q, &k, &v, &a, &AttentionOpts::heads(self.heads))?;
+        let nq = q.shape[1];
+        if let (Some(h), Some(_)) = (hooks, context) {
+            let store = h
+                .stores
+                .iter()
+                .find(|s| s.tokens == nq)
+                .map(|s| Store { buf: s.buf, scale: 1.0 / (self.heads * s.layers) as f32 });
+            let opts = CrossEditOpts { heads: self.heads, scale: None, src_row: h.src_row, edit: h.edit, store };
+            cross_attention_edit(cx.gpu, &mut cx.rec, &q, &k, &v, &a, &opts)?;
+        } else if HEAD_DIMS.contains(&d) {
+            let inject = hooks.filter(|h| h.inject_self && nq <= h.self_max_tokens).map(|h| Inject {
+                src: h.src_row,
+                first: h.src_row + 1,
+                count: h.edit.targets,
+            });
+            attention(
+                cx.gpu,
+                &mut cx.rec,
+                &q,
+                &k,
+                &v,
+                &a,
+                &AttentionOpts { inject, ..AttentionOpts::heads(self.heads) },
+            )?;
         } else {
             // Head dims the flash kernel is not built for (the SD VAE's single 512-wide head): scores materialised.
             attention_materialized(cx.gpu, &mut cx.rec, &q, &k, &v, &a, self.heads, None)?;
@@ -98,11 +146,11 @@ impl BasicTransformerBlock {
     }
 
     /// `x` `[B, N, C]`, `text` `[B, M, cross_dim]`.
-    pub fn forward(&self, cx: &mut Ctx, x: &Tensor, text: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, cx: &mut Ctx, x: &Tensor, text: &Tensor, hooks: Option<&AttnHooks>) -> Result<Tensor> {
         let h = self.norm1.forward(cx, x)?;
-        let x = self.attn1.forward(cx, &h, None, Some(x))?;
+        let x = self.attn1.forward(cx, &h, None, Some(x), hooks)?;
         let h = self.norm2.forward(cx, &x)?;
-        let x = self.attn2.forward(cx, &h, Some(text), Some(&x))?;
+        let x = self.attn2.forward(cx, &h, Some(text), Some(&x), hooks)?;
         let h = self.norm3.forward(cx, &x)?;
         let p = self.ff_proj.forward(cx, &h)?;
         let mut gshape = p.shape.clone();
@@ -163,14 +211,14 @@ impl Transformer2D {
     }
 
     /// `x` `[B, H, W, C]`, `text` `[B, M, cross_dim]`.
-    pub fn forward(&self, cx: &mut Ctx, x: &Tensor, text: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, cx: &mut Ctx, x: &Tensor, text: &Tensor, hooks: Option<&AttnHooks>) -> Result<Tensor> {
         let [b, hh, ww, c] = x.shape[..] else {
             return Err(crate::Error::shape("transformer", format!("expected NHWC, got {:?}", x.shape)));
         };
         let h = self.norm.forward(cx, x, false)?.reshape(&[b, hh * ww, c])?;
         let mut h = self.proj_in.forward(cx, &h)?;
         for blk in &self.blocks {
-            h = blk.forward(cx, &h, text)?;
+            h = blk.forward(cx, &h, text, hooks)?;
         }
         let res = x.reshape(&[b, hh * ww, c])?;
         self.proj_out.forward_fused(cx, &h, Activation::None, Some(&res))?.reshape(&[b, hh, ww, c])
@@ -198,6 +246,6 @@ impl VaeAttention {
         };
         let h = self.group_norm.forward(cx, x, false)?.reshape(&[b, hh * ww, c])?;
         let res = x.reshape(&[b, hh * ww, c])?;
-        self.attn.forward(cx, &h, None, Some(&res))?.reshape(&[b, hh, ww, c])
+        self.attn.forward(cx, &h, None, Some(&res), None)?.reshape(&[b, hh, ww, c])
     }
 }

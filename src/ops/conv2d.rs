@@ -13,6 +13,9 @@ use super::{Activation, Recording, u32_of};
 pub struct Conv2dOpts<'a> {
     pub stride: usize,
     pub pad: usize,
+    /// Extra zero padding after the last row and column only (diffusers' VAE encoder pads (0, 1, 0, 1) before its
+    /// stride-2 convolutions).
+    pub pad_end: usize,
     pub bias: Option<&'a Tensor>,
     pub act: Activation,
     /// Same shape as the output, added after the activation.
@@ -21,7 +24,7 @@ pub struct Conv2dOpts<'a> {
 
 impl Default for Conv2dOpts<'_> {
     fn default() -> Self {
-        Conv2dOpts { stride: 1, pad: 0, bias: None, act: Activation::None, residual: None }
+        Conv2dOpts { stride: 1, pad: 0, pad_end: 0, bias: None, act: Activation::None, residual: None }
     }
 }
 
@@ -78,10 +81,11 @@ pub fn conv2d(gpu: &Gpu, rec: &mut Recording, x: &Tensor, w: &Tensor, out: &Tens
     if wcin != cin {
         return Err(Error::shape(op, format!("x has {cin} channels, w expects {wcin}")));
     }
-    if o.stride == 0 || h + 2 * o.pad < kh || wd + 2 * o.pad < kw {
+    if o.stride == 0 || h + 2 * o.pad + o.pad_end < kh || wd + 2 * o.pad + o.pad_end < kw {
         return Err(Error::shape(op, format!("kernel {kh}x{kw} stride {} pad {} on {h}x{wd}", o.stride, o.pad)));
     }
-    let (ho, wo) = (out_size(h, kh, o.stride, o.pad), out_size(wd, kw, o.stride, o.pad));
+    // Padding after the end only adds rows/columns the loader reads as zeros.
+    let (ho, wo) = (out_size(h + o.pad_end, kh, o.stride, o.pad), out_size(wd + o.pad_end, kw, o.stride, o.pad));
     let want = [b, ho, wo, cout];
     out.expect(op, "out", &want, dt)?;
     w.expect(op, "w", &w.shape, dt)?;

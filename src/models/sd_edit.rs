@@ -1,0 +1,169 @@
+//! Prompt-to-Prompt editing on the Stable Diffusion pipeline: all prompts `[source, targets]` run as one CFG batch
+//! `[uncond × B, cond × B]`; every cross-attention layer applies the edit of the current UNet evaluation (its
+//! window row rewritten on the GPU each step), the self-attention layers inject the source's maps inside the self
+//! window, the cross maps are stored for local blending and pictures, and blending follows each scheduler step.
+//! Two recordings of the UNet call (with and without self-injection) are made once and replayed.
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::nn::{AttnHooks, Ctx, StoreAt};
+use crate::ops::attention::CrossEdit;
+use crate::p2p::EditPlan;
+use crate::schedulers;
+use crate::tensor::{DType, Tensor};
+
+use super::blend;
+use super::sd::{StableDiffusion, nchw_to_nhwc, nhwc_to_nchw};
+
+/// Sampling options of an edit.
+#[derive(Clone, Debug)]
+pub struct EditRun {
+    pub negative: String,
+    pub steps: usize,
+    pub guidance: f64,
+    pub scheduler: Option<schedulers::Kind>,
+    /// Initial latent `[1, C, h, w]` (NCHW), shared by every prompt.
+    pub latents: Vec<f32>,
+    pub latent_hw: (usize, usize),
+    /// Self-attention injection in layers with at most `self_max_res²` query tokens (16 for SD).
+    pub self_max_res: usize,
+    /// Resolution of the maps local blending reads (the latent side / 4 by default).
+    pub blend_res: usize,
+    /// Also keep the maps at this resolution, for pictures.
+    pub attention_res: Option<usize>,
+}
+
+/// The result of an edit, NCHW, row 0 = source, then the targets.
+#[derive(Clone, Debug)]
+pub struct Edited {
+    pub latents: Vec<f32>,
+    pub images: Vec<f32>,
+    pub image_hw: (usize, usize),
+    /// The sum over UNet evaluations of the stored maps at `attention_res`, `[B, res², keys]`, and the number of
+    /// evaluations.
+    pub attention: Option<(Vec<f32>, usize, usize)>,
+    /// The last local-blend masks used, `[B][h·w]`.
+    pub blend_masks: Option<Vec<Vec<f32>>>,
+}
+
+impl StableDiffusion {
+    /// Runs the edit `plan` (its prompts are `[source, targets]`).
+    pub fn edit(
+        &self,
+        gpu: &Gpu,
+        plan: &EditPlan,
+        r: &EditRun,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Edited> {
+        let b = plan.prompts.len();
+        let c = self.unet.config.in_channels;
+        let (h, w) = r.latent_hw;
+        if r.latents.len() != c * h * w {
+            return Err(Error::shape(
+                "edit",
+                format!("latents hold {} values, expected [1, {c}, {h}, {w}]", r.latents.len()),
+            ));
+        }
+        if plan.keys != self.tokenizer.max_len() {
+            return Err(Error::msg(format!(
+                "edit plan has {} keys, the tokenizer {}",
+                plan.keys,
+                self.tokenizer.max_len()
+            )));
+        }
+        let mut sched = schedulers::build(&self.scheduler, r.scheduler, r.steps)?;
+        if plan.alpha.len() != r.steps + 1 {
+            return Err(Error::msg(format!("edit plan made for {} steps, run has {}", plan.alpha.len() - 1, r.steps)));
+        }
+        let text = self.text_encoder.encode(gpu, &self.encode_ids(&plan.prompts, &r.negative)?)?;
+        let edit = CrossEdit::new(gpu, &plan.edit_data(0)?)?;
+        let keys = plan.keys;
+
+        // Stores: local blending and pictures (one buffer per distinct resolution).
+        let mut res_list: Vec<usize> = Vec::new();
+        if plan.blend.is_some() {
+            res_list.push(r.blend_res);
+        }
+        if let Some(a) = r.attention_res {
+            if !res_list.contains(&a) {
+                res_list.push(a);
+            }
+        }
+        let mut store_bufs = Vec::new();
+        for &res in &res_list {
+            let layers = self.unet.cross_layers_with_tokens(h, w, res * res);
+            if layers == 0 {
+                return Err(Error::msg(format!(
+                    "no cross-attention layer works at {res}x{res} for {h}x{w} latents; choose another resolution"
+                )));
+            }
+            let buf = Tensor::from_f32(gpu, &[b, res * res, keys], DType::F32, &vec![0.0; b * res * res * keys])?;
+            store_bufs.push((res, layers, buf));
+        }
+        let stores: Vec<StoreAt> =
+            store_bufs.iter().map(|(res, layers, buf)| StoreAt { tokens: res * res, layers: *layers, buf }).collect();
+
+        // The UNet call, recorded twice on the same persistent inputs: with and without self-injection.
+        let dt = self.unet.dtype;
+        let mut cx = Ctx::new(gpu, dt);
+        let sample = cx.alloc(&[2 * b, h, w, c])?;
+        let tsteps = cx.alloc_as(&[2 * b], DType::F32)?;
+        let mut hooks = AttnHooks {
+            edit: &edit,
+            src_row: b,
+            inject_self: true,
+            self_max_tokens: r.self_max_res * r.self_max_res,
+            stores,
+        };
+        let out_inject = self.unet.forward_hooked(&mut cx, &sample, &tsteps, &text, Some(&hooks))?;
+        let rec_inject = std::mem::take(&mut cx.rec);
+        hooks.inject_self = false;
+        let out_plain = self.unet.forward_hooked(&mut cx, &sample, &tsteps, &text, Some(&hooks))?;
+        let rec_plain = std::mem::take(&mut cx.rec);
+
+        let plane = h * w * c;
+        let sigma = sched.init_noise_sigma() as f32;
+        let one = nchw_to_nhwc(&r.latents, 1, c, h, w);
+        let mut x: Vec<f32> = (0..b).flat_map(|_| one.iter().map(|v| v * sigma)).collect();
+        let total = sched.timesteps().len();
+        let mut blend_masks = None;
+        for i in 0..total {
+            let ts = sched.timesteps()[i] as f32;
+            sample.write_f32(gpu, &[x.clone(), x.clone()].concat())?;
+            tsteps.write_f32(gpu, &vec![ts; 2 * b])?;
+            edit.write_alpha(gpu, &plan.edit_data(i)?.alpha)?;
+            let inject = plan.self_steps.0 <= i && i < plan.self_steps.1;
+            let (rec, out) = if inject { (&rec_inject, &out_inject) } else { (&rec_plain, &out_plain) };
+            gpu.run(rec)?;
+            let pred = out.to_f32(gpu)?;
+            let (u, cnd) = pred.split_at(b * plane);
+            let guided: Vec<f32> =
+                u.iter().zip(cnd).map(|(&u, &c)| (u as f64 + r.guidance * (c as f64 - u as f64)) as f32).collect();
+            x = sched.step(i, &guided, &x)?;
+            if let Some(bp) = &plan.blend {
+                if i >= bp.start_step {
+                    let (res, _, buf) = &store_bufs[0];
+                    let sum = buf.to_f32(gpu)?;
+                    let m = blend::masks(&sum, b, *res, keys, &bp.positions, bp.threshold, (h, w));
+                    blend::apply(&mut x, &m, h * w, c);
+                    blend_masks = Some(m);
+                }
+            }
+            progress(i + 1, total);
+        }
+        drop((rec_inject, rec_plain, cx));
+
+        let attention = match r.attention_res.and_then(|a| store_bufs.iter().find(|(res, _, _)| *res == a)) {
+            Some((res, _, buf)) => Some((buf.to_f32(gpu)?, *res, total)),
+            None => None,
+        };
+        let images = self.decode(gpu, &x, b, (h, w))?;
+        let scale = self.vae.config.upscale();
+        Ok(Edited {
+            latents: nhwc_to_nchw(&x, b, c, h, w),
+            images,
+            image_hw: (h * scale, w * scale),
+            attention,
+            blend_masks,
+        })
+    }
+}
