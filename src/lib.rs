@@ -8,6 +8,7 @@ pub mod error;
 pub mod gpu;
 pub mod models;
 pub mod nn;
+pub mod p2p;
 pub mod ops;
 pub mod schedulers;
 pub mod tensor;

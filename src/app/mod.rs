@@ -3,3 +3,4 @@ pub mod generate;
 pub mod info;
 pub mod noise;
 pub mod output;
+pub mod pictures;

@@ -1,6 +1,7 @@
 //! Benchmarks that live in the library so that `cargo bench`, `p2p-wgpu bench` and a quick-mode test share them.
 //! Each reports time per call, GFLOP/s or GB/s, and the fraction of the device's peak measured in the same run.
 pub mod kernels;
+pub mod sd;
 
 use serde::Serialize;
 
@@ -39,7 +40,7 @@ impl Report {
     /// A fixed-width table for the terminal and RESULTS.md.
     pub fn table(&self) -> String {
         let mut s = format!(
-            "{} on {} ({}, {}), {} UTC, {}{}\npeak: GEMM {:.1} GFLOP/s ({}), copy {:.1} GB/s\n",
+            "{} on {} ({}, {}), {} UTC, {}{}\n",
             self.bench,
             self.adapter,
             self.backend,
@@ -47,10 +48,13 @@ impl Report {
             self.date_utc,
             self.clock,
             if self.quick { ", quick mode" } else { "" },
-            self.peak_gemm_gflops,
-            self.peak_gemm_case,
-            self.peak_copy_gbs
         );
+        if self.peak_gemm_gflops > 0.0 {
+            s += &format!(
+                "peak: GEMM {:.1} GFLOP/s ({}), copy {:.1} GB/s\n",
+                self.peak_gemm_gflops, self.peak_gemm_case, self.peak_copy_gbs
+            );
+        }
         s += &format!(
             "| {:<34} | {:<26} | {:<5} | {:>10} | {:>12} | {:>7} |\n",
             "kernel", "shape", "dtype", "ms", "rate", "% peak"
@@ -58,14 +62,13 @@ impl Report {
         s += &format!("|{:-<36}|{:-<28}|{:-<7}|{:->12}|{:->14}|{:->9}|\n", "", "", "", "", "", "");
         for r in &self.rows {
             let rate = match (r.gflops, r.gbs) {
+                (Some(g), _) if g >= 1000.0 => format!("{:.2} TFLOP/s", g / 1000.0),
                 (Some(g), _) => format!("{g:.1} GFLOP/s"),
                 (_, Some(b)) => format!("{b:.1} GB/s"),
                 _ => String::new(),
             };
-            s += &format!(
-                "| {:<34} | {:<26} | {:<5} | {:>10.3} | {:>12} | {:>6.1}% |\n",
-                r.name, r.shape, r.dtype, r.ms, rate, r.pct_peak
-            );
+            let pct = if r.pct_peak > 0.0 { format!("{:.1}%", r.pct_peak) } else { "-".into() };
+            s += &format!("| {:<34} | {:<26} | {:<5} | {:>10.3} | {:>12} | {:>7} |\n", r.name, r.shape, r.dtype, r.ms, rate, pct);
         }
         s
     }
