@@ -1,17 +1,21 @@
-//! The main command: text-to-image with a Stable Diffusion folder. (Prompt-to-Prompt edit options join it in the
-//! edit issue; this is plain generation.) Inputs are checked and the output folder prepared before the GPU runs.
+//! The main command: text-to-image with a Stable Diffusion folder, and Prompt-to-Prompt edits of it (`--swap`,
+//! `--target`, `--reweight`, `--blend`, windows). Inputs are checked and the output folder prepared before the GPU
+//! runs; files are written atomically at the end.
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuOptions};
 use crate::models::sd::{Generate, LoadOptions, StableDiffusion};
+use crate::models::sd_edit::EditRun;
+use crate::p2p::{EditPlan, EditSpec, Mode, Window, spec};
 use crate::schedulers::Kind;
 use crate::tensor::DType;
 use crate::weights::SafetensorsFile;
 
 use super::noise::gaussian;
 use super::output::{Quantize, check_not_input, png, prepare_dir, safetensors_f32, to_rgb8, write_atomic};
+use super::pictures::{attention_grid, captioned_grid, mask_grid, token_label};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct GenerateArgs {
@@ -62,9 +66,83 @@ pub struct GenerateArgs {
     /// Run in f32 (the default).
     #[arg(long)]
     pub f32: bool,
-    /// Reproduce the reference implementation's quirks (uint8 truncation).
+    /// Reproduce the reference implementation's quirks (replacement-mapper misalignment, uint8 truncation).
     #[arg(long, value_parser = ["ptp"])]
     pub compat: Option<String>,
+
+    /// Word swap, repeatable: target = prompt with each OLD word replaced by NEW (NEW may be several words).
+    #[arg(long, value_name = "OLD=NEW", help_heading = "Edits")]
+    pub swap: Vec<String>,
+    /// A full target prompt, repeatable; several targets run in one batch.
+    #[arg(long, value_name = "TEXT", help_heading = "Edits")]
+    pub target: Vec<String>,
+    /// Cross-attention edit: replace (word swap) or refine (alignment); default: replace when every target has the
+    /// prompt's word count, else refine.
+    #[arg(long, value_parser = ["replace", "refine"], help_heading = "Edits")]
+    pub mode: Option<String>,
+    /// Scale WORD's attention by C (negative allowed), repeatable; with no target, target = prompt.
+    #[arg(long, value_name = "WORD=C", help_heading = "Edits")]
+    pub reweight: Vec<String>,
+    /// Local blending on these words (looked up in every prompt).
+    #[arg(long, value_name = "W1,W2,...", help_heading = "Edits")]
+    pub blend: Option<String>,
+    #[arg(long, default_value_t = 0.3, help_heading = "Edits")]
+    pub blend_threshold: f32,
+    /// Fraction of the steps before blending starts.
+    #[arg(long, default_value_t = 0.0, help_heading = "Edits")]
+    pub blend_start: f64,
+    /// Resolution of the attention maps local blending reads (default: latent side / 4, i.e. 16 for SD at 512 px).
+    #[arg(long, help_heading = "Edits")]
+    pub blend_res: Option<usize>,
+    /// Cross-attention window as fractions of the steps: F means 0:F.
+    #[arg(long, value_name = "F|S:E", default_value = "0.8", help_heading = "Edits")]
+    pub cross_steps: String,
+    /// Per-word cross-attention window, repeatable.
+    #[arg(long, value_name = "W=F|W=S:E", help_heading = "Edits")]
+    pub cross_steps_word: Vec<String>,
+    /// Self-attention window.
+    #[arg(long, value_name = "F|S:E", default_value = "0.4", help_heading = "Edits")]
+    pub self_steps: String,
+    /// Inject self-attention in layers with at most N×N query tokens (16; 32 is the null-text notebook's setting).
+    #[arg(long, value_name = "N", default_value_t = 16, help_heading = "Edits")]
+    pub self_max_res: usize,
+    /// Write per-prompt token attention grids (and blend masks) into the output folder.
+    #[arg(long, help_heading = "Edits")]
+    pub save_attention: bool,
+    /// Resolution of the attention pictures (default: latent side / 4).
+    #[arg(long, help_heading = "Edits")]
+    pub attention_res: Option<usize>,
+}
+
+impl GenerateArgs {
+    /// Whether any edit option was given.
+    pub fn is_edit(&self) -> bool {
+        !self.swap.is_empty() || !self.target.is_empty() || !self.reweight.is_empty()
+    }
+
+    /// The edit specification, checked (the tokenizer-dependent checks come with the plan).
+    pub fn edit_spec(&self, prompt: &str) -> Result<EditSpec> {
+        let mut e = EditSpec::new(prompt);
+        e.swaps = self.swap.iter().map(|s| spec::parse_swap(s)).collect::<Result<_>>()?;
+        e.targets = self.target.clone();
+        e.mode = match self.mode.as_deref() {
+            Some("replace") => Some(Mode::Replace),
+            Some("refine") => Some(Mode::Refine),
+            _ => None,
+        };
+        e.reweights = self.reweight.iter().map(|s| spec::parse_reweight(s)).collect::<Result<_>>()?;
+        if let Some(b) = &self.blend {
+            e.blend_words = spec::parse_blend_words(b)?;
+        }
+        e.blend_threshold = self.blend_threshold;
+        e.blend_start = self.blend_start;
+        e.cross_steps = Window::parse(&self.cross_steps).map_err(|err| Error::msg(format!("--cross-steps: {err}")))?;
+        e.cross_steps_word = self.cross_steps_word.iter().map(|s| spec::parse_word_window(s)).collect::<Result<_>>()?;
+        e.self_steps = Window::parse(&self.self_steps).map_err(|err| Error::msg(format!("--self-steps: {err}")))?;
+        e.compat_ptp = self.compat.is_some();
+        e.validate()?;
+        Ok(e)
+    }
 }
 
 /// Reads a latent file: tensor `latents` `[1, C, h, w]`.
@@ -83,6 +161,18 @@ pub fn read_latents(path: &Path) -> Result<(Vec<f32>, [usize; 4])> {
 }
 
 /// Runs the main command.
+/// Output file names of a run with `targets` edits: source.png, then edit.png or edit-1.png, edit-2.png, ...
+pub fn output_names(targets: usize) -> Vec<String> {
+    let mut v = vec!["source.png".to_string()];
+    match targets {
+        0 => {}
+        1 => v.push("edit.png".into()),
+        n => v.extend((1..=n).map(|k| format!("edit-{k}.png"))),
+    }
+    v
+}
+
+/// Runs the main command.
 pub fn run(a: &GenerateArgs, adapter: Option<String>) -> Result<()> {
     let prompt = a.prompt.clone().ok_or_else(|| Error::msg("--prompt is required"))?;
     let model = a.model.clone().ok_or_else(|| {
@@ -96,13 +186,31 @@ pub fn run(a: &GenerateArgs, adapter: Option<String>) -> Result<()> {
     if !a.guidance.is_finite() {
         return Err(Error::msg(format!("--guidance must be a finite number, got {}", a.guidance)));
     }
+    if !a.is_edit() && (a.blend.is_some() || a.save_attention || !a.cross_steps_word.is_empty()) {
+        return Err(Error::msg(
+            "--blend, --cross-steps-word and --save-attention need an edit (--swap, --target or --reweight)",
+        ));
+    }
+    if a.self_max_res == 0 {
+        return Err(Error::msg("--self-max-res must be positive"));
+    }
+    // The edit plan needs only the tokenizer: check every word before the GPU starts.
+    let plan = if a.is_edit() {
+        let spec = a.edit_spec(&prompt)?;
+        let tok = crate::text::Tokenizer::from_model_dir(&model)?;
+        Some(EditPlan::new(&spec, &tok, a.steps)?)
+    } else {
+        None
+    };
+    let prompts = plan.as_ref().map_or_else(|| vec![prompt.clone()], |p| p.prompts.clone());
     let latents = a.latents.as_deref().map(read_latents).transpose()?;
     let mut inputs: Vec<&Path> = vec![model.as_path()];
     if let Some(l) = &a.latents {
         inputs.push(l);
     }
     prepare_dir(&a.out)?;
-    for name in ["source.png", "raw.safetensors"] {
+    let names = output_names(prompts.len() - 1);
+    for name in names.iter().map(String::as_str).chain(["grid.png", "raw.safetensors"]) {
         check_not_input(&a.out.join(name), &inputs)?;
     }
     if let Some(s) = &a.save_latents {
@@ -169,34 +277,97 @@ pub fn run(a: &GenerateArgs, adapter: Option<String>) -> Result<()> {
         Some("ddim") => Some(Kind::Ddim),
         _ => None,
     };
-    let g = Generate {
-        prompts: vec![prompt],
-        negative: a.negative_prompt.clone(),
-        steps: a.steps,
-        guidance: a.guidance,
-        scheduler: kind,
-        latents: data,
-        latent_hw: hw,
-    };
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {per_sec}  eta {eta}")
             .map_err(|e| Error::msg(format!("progress bar: {e}")))?,
     );
-    let out = sd.generate(&gpu, &g, &mut |i, n| {
+    let mut progress = |i: usize, n: usize| {
         bar.set_length(n as u64);
         bar.set_position(i as u64);
-    })?;
+    };
+    let quarter = (hw.0 / 4).max(1);
+    let (images, latents_out, image_hw, attention, masks) = match &plan {
+        None => {
+            let g = Generate {
+                prompts: prompts.clone(),
+                negative: a.negative_prompt.clone(),
+                steps: a.steps,
+                guidance: a.guidance,
+                scheduler: kind,
+                latents: data,
+                latent_hw: hw,
+            };
+            let out = sd.generate(&gpu, &g, &mut progress)?;
+            (out.images, out.latents, out.image_hw, None, None)
+        }
+        Some(plan) => {
+            let r = EditRun {
+                negative: a.negative_prompt.clone(),
+                steps: a.steps,
+                guidance: a.guidance,
+                scheduler: kind,
+                latents: data,
+                latent_hw: hw,
+                self_max_res: a.self_max_res,
+                blend_res: a.blend_res.unwrap_or(quarter),
+                attention_res: a.save_attention.then(|| a.attention_res.unwrap_or(quarter)),
+            };
+            let out = sd.edit(&gpu, plan, &r, &mut progress)?;
+            (out.images, out.latents, out.image_hw, out.attention, out.blend_masks)
+        }
+    };
     bar.finish_and_clear();
-    let (h, w) = out.image_hw;
-    let rgb = to_rgb8(&out.images[..3 * h * w], h, w, quant);
-    write_atomic(&a.out.join("source.png"), &png(&rgb, h, w)?)?;
+
+    let (h, w) = image_hw;
+    let b = prompts.len();
+    let rgbs: Vec<Vec<u8>> =
+        (0..b).map(|k| to_rgb8(&images[k * 3 * h * w..(k + 1) * 3 * h * w], h, w, quant)).collect();
+    for (name, rgb) in names.iter().zip(&rgbs) {
+        write_atomic(&a.out.join(name), &png(rgb, h, w)?)?;
+    }
+    if b > 1 {
+        let tiles: Vec<(Vec<u8>, usize, usize)> = rgbs.iter().map(|r| (r.clone(), h, w)).collect();
+        let (g, gh, gw) = captioned_grid(&tiles, &prompts)?;
+        write_atomic(&a.out.join("grid.png"), &png(&g, gh, gw)?)?;
+    }
+    if let Some((sum, res, evals)) = attention {
+        write_attention(&sd, &a.out, &prompts, &sum, res, evals)?;
+    }
+    if let Some(m) = masks {
+        let (g, gh, gw) = mask_grid(&m, hw.0, hw.1, &prompts, 128)?;
+        write_atomic(&a.out.join("blend-masks.png"), &png(&g, gh, gw)?)?;
+    }
     if a.save_raw {
-        let lat_shape = vec![1, c, hw.0, hw.1];
-        let bytes =
-            safetensors_f32(&[("images", vec![1, 3, h, w], &out.images), ("latents", lat_shape, &out.latents)])?;
+        let bytes = safetensors_f32(&[
+            ("images", vec![b, 3, h, w], &images),
+            ("latents", vec![b, c, hw.0, hw.1], &latents_out),
+        ])?;
         write_atomic(&a.out.join("raw.safetensors"), &bytes)?;
     }
-    eprintln!("wrote {} ({}x{}) in {:.1} s", a.out.join("source.png").display(), w, h, t0.elapsed().as_secs_f64());
+    eprintln!("wrote {} image(s) of {w}x{h} to {} in {:.1} s", b, a.out.display(), t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// One attention grid per prompt: `attention-0.png` (source), `attention-1.png`, ...: the maps of its tokens
+/// (BOS to EOS) averaged over the UNet evaluations, heads and layers at `res`.
+fn write_attention(
+    sd: &StableDiffusion,
+    out: &Path,
+    prompts: &[String],
+    sum: &[f32],
+    res: usize,
+    evals: usize,
+) -> Result<()> {
+    let keys = sd.tokenizer.max_len();
+    for (b, p) in prompts.iter().enumerate() {
+        let enc = sd.tokenizer.encode(p)?;
+        let maps: Vec<Vec<f32>> = (0..enc.length)
+            .map(|n| (0..res * res).map(|q| sum[(b * res * res + q) * keys + n] / evals as f32).collect())
+            .collect();
+        let labels: Vec<String> = enc.tokens[..enc.length].iter().map(|t| token_label(t)).collect();
+        let (g, gh, gw) = attention_grid(&maps, res, &labels, 64)?;
+        write_atomic(&out.join(format!("attention-{b}.png")), &png(&g, gh, gw)?)?;
+    }
     Ok(())
 }
