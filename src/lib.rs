@@ -4,6 +4,7 @@
 //! ops (`ops`). Models, schedulers and the edit machinery build on these (see DESIGN.md in the shared folder).
 pub mod app;
 pub mod bench;
+pub mod convert;
 pub mod error;
 pub mod gpu;
 pub mod models;

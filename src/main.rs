@@ -32,6 +32,33 @@ enum Command {
     Info(InfoArgs),
     /// Tokenize TEXT and show each position: index, id, vocabulary token, decoded text and the word it belongs to.
     Tokens(TokensArgs),
+    /// Convert a single-file SD 1.x checkpoint (original CompVis key names, .safetensors) into a diffusers folder.
+    Convert(ConvertArgs),
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("configs").required(true).args(["config_from", "preset"])))]
+struct ConvertArgs {
+    /// The checkpoint (.safetensors; pickles such as .ckpt are refused, with how to convert them).
+    #[arg(long, value_name = "FILE")]
+    checkpoint: std::path::PathBuf,
+    /// Take the architecture (unet/vae/text_encoder config.json), tokenizer/ and scheduler/ from this diffusers
+    /// folder of the same architecture.
+    #[arg(long, value_name = "DIR")]
+    config_from: Option<std::path::PathBuf>,
+    /// Use built-in configs instead: sd15 (Stable Diffusion 1.5).
+    #[arg(
+        long,
+        value_name = "NAME",
+        value_parser = clap::builder::PossibleValuesParser::new(p2p_wgpu::convert::Preset::NAMES)
+    )]
+    preset: Option<String>,
+    /// The diffusers folder to create (new or empty).
+    #[arg(long, value_name = "DIR")]
+    out: std::path::PathBuf,
+    /// Store the weights as F16 (default: as stored in the checkpoint).
+    #[arg(long)]
+    fp16: bool,
 }
 
 #[derive(clap::Args)]
@@ -56,6 +83,21 @@ fn run(cli: Cli) -> p2p_wgpu::Result<()> {
     };
     match command {
         Command::Info(args) => p2p_wgpu::app::info::run(&args, cli.adapter),
+        Command::Convert(args) => {
+            use p2p_wgpu::convert::{ConfigSource, ConvertOptions, Preset, convert};
+            let configs = match (args.config_from, args.preset) {
+                (Some(dir), _) => ConfigSource::Folder(dir),
+                (None, Some(name)) => ConfigSource::Preset(Preset::from_name(&name)?),
+                (None, None) => return Err(p2p_wgpu::Error::msg("convert needs --config-from DIR or --preset NAME")),
+            };
+            let opts = ConvertOptions { checkpoint: args.checkpoint, configs, out: args.out, fp16: args.fp16 };
+            let report = convert(&opts)?;
+            for note in &report.notes {
+                eprintln!("p2p-wgpu: warning: {note}");
+            }
+            println!("{}", report.summary());
+            Ok(())
+        }
         Command::Tokens(args) => {
             let tokenizer = match &args.model {
                 Some(dir) => Tokenizer::from_model_dir(dir)?,

@@ -51,11 +51,10 @@ pub fn apply(x: &mut [f32], masks: &[Vec<f32>], hw: usize, c: usize) {
     let plane = hw * c;
     let (src, rest) = x.split_at_mut(plane);
     for (b, row) in rest.chunks_mut(plane).enumerate() {
-        let m = &masks[b + 1];
-        for p in 0..hw {
+        for (p, &m) in masks[b + 1].iter().enumerate().take(hw) {
             for ch in 0..c {
                 let i = p * c + ch;
-                row[i] = src[i] + m[p] * (row[i] - src[i]);
+                row[i] = src[i] + m * (row[i] - src[i]);
             }
         }
     }
