@@ -46,7 +46,7 @@ fn swap_outputs_and_source_equals_plain() {
     let common = ["--model", &m, "--steps", "4", "--seed", "3", "--save-raw"];
     let mut a: Vec<&str> = common.to_vec();
     let e = edit.to_str().unwrap();
-    a.extend(["--prompt", PROMPT, "--swap", "bicycle=car", "--blend", "bicycle,car", "--blend-res", "4"]);
+    a.extend(["--prompt", PROMPT, "--swap", "bicycle=car", "--blend", "bicycle,car"]);
     a.extend(["--save-attention", "--attention-res", "8", "--out", e]);
     ok(&a);
     for f in ["source.png", "edit.png", "grid.png", "attention-0.png", "attention-1.png", "blend-masks.png"] {

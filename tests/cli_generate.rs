@@ -168,6 +168,32 @@ fn bad_input_is_one_clear_line() {
         }
     }
     one_line_error(&run(&["--model", bad.to_str().unwrap(), "--prompt", "x", "--out", o]), 1, "vae");
+    // Missing tokenizer folder.
+    let notok = dir.join("notok");
+    for sub in ["unet", "text_encoder", "vae", "scheduler"] {
+        let to = notok.join(sub);
+        std::fs::create_dir_all(&to).unwrap();
+        for e in std::fs::read_dir(model.join(sub)).unwrap() {
+            let p = e.unwrap().path();
+            std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    one_line_error(&run(&["--model", notok.to_str().unwrap(), "--prompt", "x", "--out", o]), 1, "tokenizer");
+    // A malformed config: an option the engine does not implement.
+    let cfg = notok.join("unet/config.json");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.contains("\"time_embedding_type\": \"positional\""));
+    std::fs::write(
+        &cfg,
+        text.replace("\"time_embedding_type\": \"positional\"", "\"time_embedding_type\": \"fourier\""),
+    )
+    .unwrap();
+    std::fs::create_dir_all(notok.join("tokenizer")).unwrap();
+    for e in std::fs::read_dir(model.join("tokenizer")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, notok.join("tokenizer").join(p.file_name().unwrap())).unwrap();
+    }
+    one_line_error(&run(&["--model", notok.to_str().unwrap(), "--prompt", "x", "--out", o]), 1, "fourier");
     assert!(!out.join("source.png").exists(), "no image may be written on error");
     std::fs::remove_dir_all(&dir).unwrap();
 }

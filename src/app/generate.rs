@@ -91,7 +91,8 @@ pub struct GenerateArgs {
     /// Fraction of the steps before blending starts.
     #[arg(long, default_value_t = 0.0, help_heading = "Edits")]
     pub blend_start: f64,
-    /// Resolution of the attention maps local blending reads (default: latent side / 4, i.e. 16 for SD at 512 px).
+    /// Side of the attention maps local blending reads (default: the smallest cross-attention side at least the
+    /// latent side / 4, i.e. 16 for SD at 512 px).
     #[arg(long, help_heading = "Edits")]
     pub blend_res: Option<usize>,
     /// Cross-attention window as fractions of the steps: F means 0:F.
@@ -109,7 +110,7 @@ pub struct GenerateArgs {
     /// Write per-prompt token attention grids (and blend masks) into the output folder.
     #[arg(long, help_heading = "Edits")]
     pub save_attention: bool,
-    /// Resolution of the attention pictures (default: latent side / 4).
+    /// Side of the attention pictures' maps (default as --blend-res).
     #[arg(long, help_heading = "Edits")]
     pub attention_res: Option<usize>,
 }
@@ -286,7 +287,6 @@ pub fn run(a: &GenerateArgs, adapter: Option<String>) -> Result<()> {
         bar.set_length(n as u64);
         bar.set_position(i as u64);
     };
-    let quarter = (hw.0 / 4).max(1);
     let (images, latents_out, image_hw, attention, masks) = match &plan {
         None => {
             let g = Generate {
@@ -310,8 +310,8 @@ pub fn run(a: &GenerateArgs, adapter: Option<String>) -> Result<()> {
                 latents: data,
                 latent_hw: hw,
                 self_max_res: a.self_max_res,
-                blend_res: a.blend_res.unwrap_or(quarter),
-                attention_res: a.save_attention.then(|| a.attention_res.unwrap_or(quarter)),
+                blend_res: a.blend_res,
+                attention_res: a.save_attention.then_some(a.attention_res),
             };
             let out = sd.edit(&gpu, plan, &r, &mut progress)?;
             (out.images, out.latents, out.image_hw, out.attention, out.blend_masks)

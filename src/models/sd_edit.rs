@@ -26,10 +26,10 @@ pub struct EditRun {
     pub latent_hw: (usize, usize),
     /// Self-attention injection in layers with at most `self_max_res²` query tokens (16 for SD).
     pub self_max_res: usize,
-    /// Resolution of the maps local blending reads (the latent side / 4 by default).
-    pub blend_res: usize,
-    /// Also keep the maps at this resolution, for pictures.
-    pub attention_res: Option<usize>,
+    /// Side of the maps local blending reads (None: `UNet::default_map_side`, 16 for SD at 512 px).
+    pub blend_res: Option<usize>,
+    /// Also keep the maps at this side, for pictures (`Some(None)`: the default side).
+    pub attention_res: Option<Option<usize>>,
 }
 
 /// The result of an edit, NCHW, row 0 = source, then the targets.
@@ -79,11 +79,28 @@ impl StableDiffusion {
         let keys = plan.keys;
 
         // Stores: local blending and pictures (one buffer per distinct resolution).
-        let mut res_list: Vec<usize> = Vec::new();
-        if plan.blend.is_some() {
-            res_list.push(r.blend_res);
+        let default_side = || {
+            self.unet
+                .default_map_side(h, w)
+                .ok_or_else(|| Error::msg(format!("this UNet has no cross-attention layer at {h}x{w} / 4 or above")))
+        };
+        let blend_res = match (plan.blend.is_some(), r.blend_res) {
+            (false, _) => None,
+            (true, Some(s)) => Some(s),
+            (true, None) => Some(default_side()?),
+        };
+        let attention_res = match r.attention_res {
+            None => None,
+            Some(Some(s)) => Some(s),
+            Some(None) => Some(default_side()?),
+        };
+        if (blend_res.is_some() || attention_res.is_some()) && h != w {
+            return Err(Error::msg(format!(
+                "local blending and attention pictures need a square image for now (latents are {h}x{w})"
+            )));
         }
-        if let Some(a) = r.attention_res {
+        let mut res_list: Vec<usize> = blend_res.into_iter().collect();
+        if let Some(a) = attention_res {
             if !res_list.contains(&a) {
                 res_list.push(a);
             }
@@ -152,7 +169,7 @@ impl StableDiffusion {
         }
         drop((rec_inject, rec_plain, cx));
 
-        let attention = match r.attention_res.and_then(|a| store_bufs.iter().find(|(res, _, _)| *res == a)) {
+        let attention = match attention_res.and_then(|a| store_bufs.iter().find(|(res, _, _)| *res == a)) {
             Some((res, _, buf)) => Some((buf.to_f32(gpu)?, *res, total)),
             None => None,
         };

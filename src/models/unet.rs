@@ -325,6 +325,17 @@ impl UNet {
         count
     }
 
+    /// The side of the cross-attention maps that local blending and the attention pictures use by default: the
+    /// smallest side among the UNet's cross-attention layers that is at least `h / 4` (16 for SD at 64×64
+    /// latents, as the reference; the tiny test models, which have no layer at `h / 4`, get the next one up).
+    pub fn default_map_side(&self, h: usize, w: usize) -> Option<usize> {
+        let n = self.config.block_out_channels.len();
+        (0..n)
+            .filter(|&l| (h >> l) >= h / 4 && self.cross_layers_with_tokens(h, w, (h >> l) * (w >> l)) > 0)
+            .map(|l| h >> l)
+            .min()
+    }
+
     /// `forward` with Prompt-to-Prompt hooks in every attention layer.
     pub fn forward_hooked(
         &self,
