@@ -1,5 +1,6 @@
-//! `cargo bench --bench sd [-- --model DIR] [--f32] [--quick] [--json PATH]`: text encoder, UNet call at batch
-//! 1/2/4 and VAE decode on a diffusers folder (default `target/sd15-random`, made by
+//! `cargo bench --bench sd [-- --model DIR] [--f32] [--quick] [--e2e-steps N] [--json PATH]`: text encoder,
+//! UNet call at batch 1/2/4, VAE decode, and a 2-prompt plain generation against a word swap (N steps, default
+//! 50; 0 skips it) on a diffusers folder (default `target/sd15-random`, made by
 //! `weights-tools/.venv/bin/python weights-tools/make_sd15_random.py`); `--quick` runs the tiny test fixture (a
 //! smoke test on software Vulkan).
 fn main() {
@@ -22,7 +23,10 @@ fn main() {
         }
         let dtype = if flag("--f32") || !gpu.has_f16() { p2p_wgpu::DType::F32 } else { p2p_wgpu::DType::F16 };
         let iters = if quick { 2 } else { 10 };
-        let report = p2p_wgpu::bench::sd::run(&gpu, &dir, dtype, iters, &[1, 2, 4])?;
+        let steps = value("--e2e-steps").map(|v| v.parse().map_err(|_| p2p_wgpu::Error::msg("--e2e-steps N")));
+        let steps = steps.transpose()?.unwrap_or(if quick { 4 } else { 50 });
+        let e2e = (steps > 0).then_some(steps);
+        let report = p2p_wgpu::bench::sd::run(&gpu, &dir, dtype, iters, &[1, 2, 4], e2e)?;
         print!("{}", report.table());
         let path = value("--json").unwrap_or_else(|| "target/bench-sd.json".into());
         let text = serde_json::to_string_pretty(&report).map_err(p2p_wgpu::Error::msg)?;

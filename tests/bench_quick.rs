@@ -19,3 +19,15 @@ fn kernel_bench_quick_mode_runs() {
     serde_json::to_string(&r).unwrap();
     print!("{}", r.table());
 }
+
+#[test]
+fn sd_bench_quick_mode_runs() {
+    let gpu = common::gpu();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd1-tiny");
+    let r = p2p_wgpu::bench::sd::run(gpu, &dir, p2p_wgpu::DType::F32, 1, &[1, 2], Some(2)).unwrap();
+    let names: Vec<&str> = r.rows.iter().map(|r| r.name.as_str()).collect();
+    for want in ["text encoder", "unet call, batch 2", "vae decode", "plain generation", "word swap edit"] {
+        assert!(names.iter().any(|n| n.contains(want)), "no {want} row in {names:?}");
+    }
+    assert!(r.rows.iter().all(|row| row.ms.is_finite() && row.ms > 0.0));
+}

@@ -68,7 +68,10 @@ impl Report {
                 _ => String::new(),
             };
             let pct = if r.pct_peak > 0.0 { format!("{:.1}%", r.pct_peak) } else { "-".into() };
-            s += &format!("| {:<34} | {:<26} | {:<5} | {:>10.3} | {:>12} | {:>7} |\n", r.name, r.shape, r.dtype, r.ms, rate, pct);
+            s += &format!(
+                "| {:<34} | {:<26} | {:<5} | {:>10.3} | {:>12} | {:>7} |\n",
+                r.name, r.shape, r.dtype, r.ms, rate, pct
+            );
         }
         s
     }

@@ -4,12 +4,15 @@
 //! area for other models) only when the model is SD 1.5-shaped. Weights: an SD 1.5-shaped random folder made by
 //! `weights-tools/make_sd15_random.py` (no download), or any diffusers folder; quick mode uses the tiny fixture.
 use std::path::Path;
+use std::time::Instant;
 
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::gpu::timing::time_dispatches;
-use crate::models::sd::{LoadOptions, StableDiffusion};
+use crate::models::sd::{Generate, LoadOptions, StableDiffusion};
+use crate::models::sd_edit::EditRun;
 use crate::nn::Ctx;
+use crate::p2p::{EditPlan, EditSpec};
 use crate::tensor::{DType, Tensor};
 
 use super::{Report, Row, now_utc};
@@ -17,8 +20,54 @@ use super::{Report, Row, now_utc};
 /// GFLOP of one SD 1.5 UNet call per image at 64×64 latents (GPU.md).
 pub const SD15_UNET_GFLOP: f64 = 803.0;
 
-/// Runs the model benchmark on `dir` with `dtype` for the text encoder and UNet (VAE in f32).
-pub fn run(gpu: &Gpu, dir: &Path, dtype: DType, iters: u32, batches: &[usize]) -> Result<Report> {
+/// Wall-clock seconds of a plain 2-prompt generation and of a word-swap edit of the same 2 prompts, `steps`
+/// sampling steps each (PNDM from the model's config), decode included, in the same run.
+pub fn edit_vs_plain(gpu: &Gpu, sd: &StableDiffusion, steps: usize) -> Result<(f64, f64)> {
+    let s = sd.unet.config.sample_size;
+    let c = sd.unet.config.in_channels;
+    let latents = crate::app::noise::gaussian(1, c * s * s);
+    let source = "a red bicycle on a hill";
+    let plain = Generate {
+        prompts: vec![source.into(), "a red car on a hill".into()],
+        negative: String::new(),
+        steps,
+        guidance: 7.5,
+        scheduler: None,
+        latents: latents.clone(),
+        latent_hw: (s, s),
+    };
+    let t = Instant::now();
+    sd.generate(gpu, &plain, &mut |_, _| {})?;
+    let t_plain = t.elapsed().as_secs_f64();
+    let mut spec = EditSpec::new(source);
+    spec.swaps = vec![("bicycle".into(), "car".into())];
+    let plan = EditPlan::new(&spec, &sd.tokenizer, steps)?;
+    let run = EditRun {
+        negative: String::new(),
+        steps,
+        guidance: 7.5,
+        scheduler: None,
+        latents,
+        latent_hw: (s, s),
+        self_max_res: 16,
+        blend_res: None,
+        attention_res: None,
+    };
+    let t = Instant::now();
+    sd.edit(gpu, &plan, &run, &mut |_, _| {})?;
+    Ok((t_plain, t.elapsed().as_secs_f64()))
+}
+
+/// Runs the model benchmark on `dir` with `dtype` for the text encoder and UNet (VAE in f32); `e2e_steps` adds
+/// the 2-prompt plain generation and word swap of `edit_vs_plain`.
+pub fn run(
+    gpu: &Gpu,
+    dir: &Path,
+    dtype: DType,
+    iters: u32,
+    batches: &[usize],
+    e2e_steps: Option<usize>,
+) -> Result<Report> {
     let sd = StableDiffusion::load(gpu, dir, &LoadOptions { dtype, vae_dtype: DType::F32, variant: None })?;
     let u = &sd.unet.config;
     let s = u.sample_size;
@@ -42,7 +91,13 @@ pub fn run(gpu: &Gpu, dir: &Path, dtype: DType, iters: u32, batches: &[usize]) -
     let _ = sd.text_encoder.forward(&mut cx, &ids)?;
     let (t, ck) = time_dispatches(gpu, &cx.rec, iters)?;
     let clock = ck.name();
-    rows.push(row("text encoder".into(), format!("4x{}", sd.text_encoder.config.max_position_embeddings), dtype, t, None));
+    rows.push(row(
+        "text encoder".into(),
+        format!("4x{}", sd.text_encoder.config.max_position_embeddings),
+        dtype,
+        t,
+        None,
+    ));
     drop(cx);
 
     let text_shape = |b: usize| [b, sd.text_encoder.config.max_position_embeddings, sd.text_encoder.config.hidden_size];
@@ -63,6 +118,13 @@ pub fn run(gpu: &Gpu, dir: &Path, dtype: DType, iters: u32, batches: &[usize]) -
     let (t, _) = time_dispatches(gpu, &cx.rec, iters.min(5))?;
     let px = s * sd.vae.config.upscale();
     rows.push(row("vae decode".into(), format!("{s}x{s} -> {px}x{px}"), sd.vae.dtype, t, None));
+
+    if let Some(steps) = e2e_steps {
+        let (plain, edit) = edit_vs_plain(gpu, &sd, steps)?;
+        let shape = format!("2 prompts, {steps} steps, {s}x{s} latents");
+        rows.push(row("plain generation + decode".into(), shape.clone(), dtype, plain, None));
+        rows.push(row(format!("word swap edit + decode ({:.2}x plain)", edit / plain), shape, dtype, edit, None));
+    }
 
     let info = &gpu.info;
     Ok(Report {
