@@ -152,16 +152,25 @@ pub fn variants() -> Vec<Kernel> {
     v
 }
 
-/// Shapes shared by both ops: (batch, nq, nk, channels, head dim).
-struct Dims {
-    batch: usize,
-    nq: usize,
-    nk: usize,
-    channels: usize,
-    d: usize,
+/// Shapes of an attention call: (batch, nq, nk, channels, head dim).
+pub(crate) struct Dims {
+    pub batch: usize,
+    pub nq: usize,
+    pub nk: usize,
+    pub channels: usize,
+    pub d: usize,
 }
 
-fn check_qkv(op: &str, q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, heads: usize) -> Result<Dims> {
+/// Checks the shapes and dtypes of Q, K, V and out (`[B, Nq, H·D]`, `[B, Nk, H·D]` ×2, `[B, Nq, H·D]`, one float
+/// dtype) and that `heads` divides the channels; shared by every attention op.
+pub(crate) fn check_qkv_shapes(
+    op: &str,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    out: &Tensor,
+    heads: usize,
+) -> Result<Dims> {
     let dt = q.dtype;
     if dt != DType::F32 && dt != DType::F16 {
         return Err(Error::shape(op, format!("q is {}, expected f32 or f16", dt.name())));
@@ -178,19 +187,26 @@ fn check_qkv(op: &str, q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, heads: 
     k.expect(op, "k", &[batch, nk, channels], dt)?;
     v.expect(op, "v", &[batch, nk, channels], dt)?;
     out.expect(op, "out", &[batch, nq, channels], dt)?;
-    if heads == 0 || channels % heads != 0 {
+    if heads == 0 || channels == 0 || channels % heads != 0 {
         return Err(Error::shape(op, format!("{channels} channels do not split into {heads} heads")));
-    }
-    let d = channels / heads;
-    if !HEAD_DIMS.contains(&d) {
-        return Err(Error::shape(op, format!("head dim {d} is not one of the supported {HEAD_DIMS:?}")));
     }
     if nk == 0 && batch * nq > 0 {
         return Err(Error::shape(op, "attention over zero keys"));
     }
+    Ok(Dims { batch, nq, nk, channels, d: channels / heads })
+}
+
+/// `check_qkv_shapes` plus what the flash and cross-edit kernels need: a head dim they are built for and 32-bit
+/// indexing.
+fn check_qkv(op: &str, q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, heads: usize) -> Result<Dims> {
+    let dims = check_qkv_shapes(op, q, k, v, out, heads)?;
+    let d = dims.d;
+    if !HEAD_DIMS.contains(&d) {
+        return Err(Error::shape(op, format!("head dim {d} is not one of the supported {HEAD_DIMS:?}")));
+    }
     u32_of(op, "q elements", q.numel())?;
     u32_of(op, "k elements", k.numel())?;
-    Ok(Dims { batch, nq, nk, channels, d })
+    Ok(dims)
 }
 
 /// Records `out = softmax(scale · Q Kᵀ) · V` per batch row and head, with optional self-attention injection.

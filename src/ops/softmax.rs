@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Bind, Gpu, Kernel, grid_1d};
 use crate::tensor::{DType, Tensor};
 
+use super::attention::{Dims, check_qkv_shapes};
 use super::matmul::{MatmulOpts, matmul};
 use super::{Recording, float, lead_chunks, typed, u32_of};
 
@@ -155,31 +156,10 @@ pub fn attention_materialized_budget(
 ) -> Result<()> {
     let op = "attention_materialized";
     let dt = q.dtype;
-    if dt != DType::F32 && dt != DType::F16 {
-        return Err(Error::shape(op, format!("q is {}, expected f32 or f16", dt.name())));
-    }
-    let [batch, nq, channels] = q.shape[..] else {
-        return Err(Error::shape(op, format!("q must be [B, Nq, H*D], got {:?}", q.shape)));
-    };
-    let [kb, nk, kc] = k.shape[..] else {
-        return Err(Error::shape(op, format!("k must be [B, Nk, H*D], got {:?}", k.shape)));
-    };
-    if kb != batch || kc != channels {
-        return Err(Error::shape(op, format!("q is {:?} but k is {:?}", q.shape, k.shape)));
-    }
-    k.expect(op, "k", &[batch, nk, channels], dt)?;
-    v.expect(op, "v", &[batch, nk, channels], dt)?;
-    out.expect(op, "out", &[batch, nq, channels], dt)?;
-    if heads == 0 || channels == 0 || channels % heads != 0 {
-        return Err(Error::shape(op, format!("{channels} channels do not split into {heads} heads")));
-    }
-    let d = channels / heads;
+    let Dims { batch, nq, nk, channels, d } = check_qkv_shapes(op, q, k, v, out, heads)?;
     let scale = scale.unwrap_or(1.0 / (d as f32).sqrt());
     if !scale.is_finite() {
         return Err(Error::shape(op, format!("scale is {scale}")));
-    }
-    if nk == 0 && batch * nq > 0 {
-        return Err(Error::shape(op, "attention over zero keys"));
     }
     if batch == 0 || nq == 0 {
         return Ok(());
