@@ -621,9 +621,11 @@ def main() -> None:
     tok_files = find_tokenizer_src(args.tokenizer_src, fixtures)
     fixtures.mkdir(parents=True, exist_ok=True)
     ref_dir = fixtures / "reference"
-    if ref_dir.exists():
-        shutil.rmtree(ref_dir)
-    ref_dir.mkdir()
+    ref_dir.mkdir(exist_ok=True)
+    # Remove only this script's own outputs: other scripts (make_cascade_fixtures.py) write here too.
+    for old in list(ref_dir.glob("sd[12]-tiny_*.safetensors")) + [ref_dir / "manifest.json"]:
+        if old.exists():
+            old.unlink()
     refs = Refs(ref_dir)
     models_meta, timings = {}, {}
 

@@ -1,11 +1,13 @@
-//! The main command: text-to-image with a Stable Diffusion folder, and Prompt-to-Prompt edits of it (`--swap`,
-//! `--target`, `--reweight`, `--blend`, windows). Inputs are checked and the output folder prepared before the GPU
-//! runs; files are written atomically at the end.
+//! The main command: text-to-image with a Stable Diffusion folder or a pixel cascade (`models::cascade`, chosen by
+//! `model_index.json`'s `P2PCascadePipeline`), and Prompt-to-Prompt edits of it (`--swap`, `--target`, `--reweight`,
+//! `--blend`, windows; a cascade is edited in its base stage). Inputs are checked and the output folder prepared
+//! before the GPU runs; files are written atomically at the end.
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuOptions};
+use crate::models::cascade::{Cascade, SR_SCALE, SrRun, is_cascade};
 use crate::models::sd::{Generate, LoadOptions, StableDiffusion};
 use crate::models::sd_edit::EditRun;
 use crate::p2p::{EditPlan, EditSpec, Mode, Window, spec};
@@ -19,7 +21,9 @@ use super::pictures::{attention_grid, captioned_grid, mask_grid, token_label};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct GenerateArgs {
-    /// Diffusers Stable Diffusion folder (model_index.json, unet/, text_encoder/, vae/, tokenizer/, scheduler/).
+    /// Model folder: a diffusers Stable Diffusion folder (model_index.json, unet/, text_encoder/, vae/, tokenizer/,
+    /// scheduler/), or a pixel cascade (model_index.json `P2PCascadePipeline`: base unet/ + scheduler/, then
+    /// super-resolution sr_unet/ + sr_scheduler/).
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
     /// The prompt.
@@ -37,16 +41,19 @@ pub struct GenerateArgs {
     /// Scheduler; default: the model's scheduler_config.json.
     #[arg(long, value_parser = ["pndm", "ddim"])]
     pub scheduler: Option<String>,
-    /// Seed of the initial noise (our documented generator); default: a random seed, printed.
+    /// Seed of the initial noise (our documented generator); default: a random seed, printed. A cascade draws its
+    /// super-resolution noises from seed+1 (augmentation) and seed+2 (initial noise).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Initial latent (safetensors, tensor `latents` [1, C, h, w] f32); replaces the seed's noise.
+    /// Initial latent (safetensors, tensor `latents` [1, C, h, w] f32); replaces the seed's noise. For a cascade,
+    /// the base's noise [1, 3, h, w], and optionally `sr_aug_noise` and `sr_latents` [1, 3, 4h, 4w].
     #[arg(long, value_name = "FILE")]
     pub latents: Option<PathBuf>,
-    /// Also write the initial latent used, so that the run can be reproduced exactly.
+    /// Also write the initial latent used (a cascade: and its SR noises), so that the run can be reproduced exactly.
     #[arg(long, value_name = "FILE")]
     pub save_latents: Option<PathBuf>,
-    /// Image height and width in pixels (default: the model's native size); multiples of the latent grid.
+    /// Image height and width in pixels (default: the model's native size); multiples of the latent grid. A
+    /// cascade's final (super-resolved) size, 4× the base's.
     #[arg(long)]
     pub height: Option<usize>,
     #[arg(long)]
@@ -54,9 +61,16 @@ pub struct GenerateArgs {
     /// Output folder.
     #[arg(long, value_name = "DIR", default_value = "p2p-out")]
     pub out: PathBuf,
-    /// Also write DIR/raw.safetensors: "images" [B,3,H,W] f32 in [0,1] and "latents" [B,C,h,w] final latents.
+    /// Also write DIR/raw.safetensors: "images" [B,3,H,W] f32 in [0,1] and "latents" [B,C,h,w] final latents (a
+    /// cascade: the base stage's outputs, and "base_images" [B,3,h,w] in [0,1]).
     #[arg(long)]
     pub save_raw: bool,
+    /// Cascade: super-resolution sampling steps (default: --steps).
+    #[arg(long)]
+    pub sr_steps: Option<usize>,
+    /// Cascade: super-resolution guidance scale (default: the model's sr_guidance_scale).
+    #[arg(long)]
+    pub sr_guidance: Option<f64>,
     /// Weight-file variant, e.g. fp16 for *.fp16.safetensors.
     #[arg(long)]
     pub variant: Option<String>,
@@ -161,7 +175,6 @@ pub fn read_latents(path: &Path) -> Result<(Vec<f32>, [usize; 4])> {
     Ok((t.data, [1, c, h, w]))
 }
 
-/// Runs the main command.
 /// Output file names of a run with `targets` edits: source.png, then edit.png or edit-1.png, edit-2.png, ...
 pub fn output_names(targets: usize) -> Vec<String> {
     let mut v = vec!["source.png".to_string()];
@@ -173,19 +186,271 @@ pub fn output_names(targets: usize) -> Vec<String> {
     v
 }
 
+/// A random seed (printed, so that the run can be repeated) unless `--seed` gave one.
+fn pick_seed(a: &GenerateArgs) -> u64 {
+    a.seed.unwrap_or_else(|| {
+        let s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        eprintln!("seed: {s}");
+        s
+    })
+}
+
+/// How a model's samples relate to pixels, for sizing the initial noise.
+struct Geometry {
+    /// Channels of the initial noise.
+    channels: usize,
+    /// Output image side / sample side.
+    up: usize,
+    /// The sample side must be a multiple of this.
+    levels: usize,
+    /// The default sample side.
+    native: usize,
+}
+
+/// An initial noise `[1, C, h, w]` (NCHW), its `(h, w)`, and the seed it came from (None: a file).
+type Noise = (Vec<f32>, (usize, usize), Option<u64>);
+
+/// The initial noise `[1, C, h, w]`, its `(h, w)` and the seed it came from: the `--latents` tensor (no seed), or
+/// the noise of `seed` (None: `--seed` or a random one) at the size that --height/--width ask for.
+fn initial_noise(
+    a: &GenerateArgs,
+    latents: Option<(Vec<f32>, [usize; 4])>,
+    seed: Option<u64>,
+    g: &Geometry,
+) -> Result<Noise> {
+    let mut used = seed;
+    let (data, hw) = match latents {
+        Some((d, [_, lc, h, w])) => {
+            if lc != g.channels {
+                return Err(Error::msg(format!("--latents has {lc} channels; the model takes {}", g.channels)));
+            }
+            if a.height.is_some() || a.width.is_some() {
+                return Err(Error::msg(
+                    "--height/--width cannot be combined with --latents (the latent sets the size)",
+                ));
+            }
+            (d, (h, w))
+        }
+        None => {
+            let native = g.native * g.up;
+            let (ph, pw) = (a.height.unwrap_or(native), a.width.unwrap_or(native));
+            let grid = g.up * g.levels;
+            if ph == 0 || pw == 0 || ph % grid != 0 || pw % grid != 0 {
+                return Err(Error::msg(format!(
+                    "--height and --width must be positive multiples of {grid}, got {ph}x{pw}"
+                )));
+            }
+            let (h, w) = (ph / g.up, pw / g.up);
+            let seed = seed.unwrap_or_else(|| pick_seed(a));
+            used = Some(seed);
+            (gaussian(seed, g.channels * h * w), (h, w))
+        }
+    };
+    if hw.0 % g.levels != 0 || hw.1 % g.levels != 0 {
+        return Err(Error::msg(format!(
+            "latent size {}x{} must be a multiple of {} for this model",
+            hw.0, hw.1, g.levels
+        )));
+    }
+    Ok((data, hw, used))
+}
+
+/// An optional f32 tensor of a `--latents` file, which must have `shape` when present.
+fn read_optional(path: &Path, name: &str) -> Result<Option<(Vec<f32>, Vec<usize>)>> {
+    let f = SafetensorsFile::open(path)?;
+    let Some(info) = f.info(name) else { return Ok(None) };
+    let shape = info.shape.clone();
+    let t = f.read_f32(name)?;
+    if let Some(bad) = t.data.iter().find(|v| !v.is_finite()) {
+        return Err(Error::msg(format!("{}: `{name}` holds {bad}", path.display())));
+    }
+    Ok(Some((t.data, shape)))
+}
+
+/// What a run produced, for writing.
+struct Outcome {
+    /// `[B, 3, H, W]` in [0, 1].
+    images: Vec<f32>,
+    image_hw: (usize, usize),
+    /// More tensors of raw.safetensors, after `images`.
+    raw: Vec<(&'static str, Vec<usize>, Vec<f32>)>,
+    attention: Option<(Vec<f32>, usize, usize)>,
+    masks: Option<Vec<Vec<f32>>>,
+    /// Side of the edited samples (blend masks).
+    sample_hw: (usize, usize),
+}
+
+/// Everything a model run needs from the command line, resolved.
+struct Job<'a> {
+    a: &'a GenerateArgs,
+    model: &'a Path,
+    dtype: DType,
+    plan: Option<&'a EditPlan>,
+    prompts: &'a [String],
+    latents: Option<(Vec<f32>, [usize; 4])>,
+    kind: Option<Kind>,
+}
+
+impl Job<'_> {
+    fn edit_run(&self, latents: Vec<f32>, hw: (usize, usize)) -> EditRun {
+        let a = self.a;
+        EditRun {
+            negative: a.negative_prompt.clone(),
+            steps: a.steps,
+            guidance: a.guidance,
+            scheduler: self.kind,
+            latents,
+            latent_hw: hw,
+            self_max_res: a.self_max_res,
+            blend_res: a.blend_res,
+            attention_res: a.save_attention.then_some(a.attention_res),
+        }
+    }
+
+    fn generate(&self, latents: Vec<f32>, hw: (usize, usize)) -> Generate {
+        let a = self.a;
+        Generate {
+            prompts: self.prompts.to_vec(),
+            negative: a.negative_prompt.clone(),
+            steps: a.steps,
+            guidance: a.guidance,
+            scheduler: self.kind,
+            latents,
+            latent_hw: hw,
+        }
+    }
+}
+
+fn run_sd(gpu: &Gpu, j: Job, progress: &mut dyn FnMut(usize, usize)) -> Result<Outcome> {
+    let a = j.a;
+    let sd = StableDiffusion::load(
+        gpu,
+        j.model,
+        &LoadOptions { dtype: j.dtype, vae_dtype: DType::F32, variant: a.variant.clone() },
+    )?;
+    let c = sd.unet.config.in_channels;
+    let geo = Geometry {
+        channels: c,
+        up: sd.vae.config.upscale(),
+        levels: 1usize << (sd.unet.config.block_out_channels.len() - 1),
+        native: sd.unet.config.sample_size,
+    };
+    let (data, hw, _) = initial_noise(a, j.latents.clone(), None, &geo)?;
+    if let Some(s) = &a.save_latents {
+        write_atomic(s, &safetensors_f32(&[("latents", vec![1, c, hw.0, hw.1], &data)])?)?;
+    }
+    let (images, latents, image_hw, attention, masks) = match j.plan {
+        None => {
+            let out = sd.generate(gpu, &j.generate(data, hw), progress)?;
+            (out.images, out.latents, out.image_hw, None, None)
+        }
+        Some(plan) => {
+            let out = sd.edit(gpu, plan, &j.edit_run(data, hw), progress)?;
+            (out.images, out.latents, out.image_hw, out.attention, out.blend_masks)
+        }
+    };
+    let b = j.prompts.len();
+    Ok(Outcome {
+        images,
+        image_hw,
+        raw: vec![("latents", vec![b, c, hw.0, hw.1], latents)],
+        attention,
+        masks,
+        sample_hw: hw,
+    })
+}
+
+fn run_cascade(gpu: &Gpu, j: Job, progress: &mut dyn FnMut(usize, usize)) -> Result<Outcome> {
+    let a = j.a;
+    let m =
+        Cascade::load(gpu, j.model, &LoadOptions { dtype: j.dtype, vae_dtype: j.dtype, variant: a.variant.clone() })?;
+    let levels = |u: &crate::models::unet::UNet| 1usize << (u.config.block_out_channels.len() - 1);
+    let geo = Geometry {
+        channels: 3,
+        up: SR_SCALE,
+        // The base side must suit the base UNet, and 4× it the SR UNet.
+        levels: levels(&m.unet).max(levels(&m.sr_unet).div_ceil(SR_SCALE)),
+        native: m.unet.config.sample_size,
+    };
+    // SR noises from the --latents file when it has them, else from the seed (+1, +2): see models::cascade.
+    let file = a.latents.as_deref();
+    let aug_file = file.map(|p| read_optional(p, "sr_aug_noise")).transpose()?.flatten();
+    let sr_file = file.map(|p| read_optional(p, "sr_latents")).transpose()?.flatten();
+    let (data, hw, seed) = initial_noise(a, j.latents.clone(), None, &geo)?;
+    let seed = match seed {
+        Some(s) => s,
+        None if aug_file.is_none() || sr_file.is_none() => pick_seed(a),
+        None => 0, // both SR noises come from the file
+    };
+    let (hh, ww) = (hw.0 * SR_SCALE, hw.1 * SR_SCALE);
+    let sr_shape = vec![1, 3, hh, ww];
+    let sr_noise = |from_file: Option<(Vec<f32>, Vec<usize>)>, name: &str, offset: u64| -> Result<Vec<f32>> {
+        match from_file {
+            Some((d, shape)) if shape == sr_shape => Ok(d),
+            Some((_, shape)) => {
+                Err(Error::msg(format!("--latents: `{name}` is {shape:?}, expected {sr_shape:?} (4× the base noise)")))
+            }
+            None => Ok(gaussian(seed.wrapping_add(offset), 3 * hh * ww)),
+        }
+    };
+    let aug_noise = sr_noise(aug_file, "sr_aug_noise", 1)?;
+    let sr_latents = sr_noise(sr_file, "sr_latents", 2)?;
+    if let Some(s) = &a.save_latents {
+        let t = [
+            ("latents", vec![1, 3, hw.0, hw.1], data.as_slice()),
+            ("sr_aug_noise", sr_shape.clone(), aug_noise.as_slice()),
+            ("sr_latents", sr_shape.clone(), sr_latents.as_slice()),
+        ];
+        write_atomic(s, &safetensors_f32(&t)?)?;
+    }
+    let sr = SrRun {
+        steps: a.sr_steps.unwrap_or(a.steps),
+        guidance: a.sr_guidance,
+        scheduler: None,
+        aug_noise,
+        latents: sr_latents,
+    };
+    let out = match j.plan {
+        None => m.generate(gpu, &j.generate(data, hw), &sr, progress)?,
+        Some(plan) => m.edit(gpu, plan, &j.edit_run(data, hw), &sr, progress)?,
+    };
+    let b = j.prompts.len();
+    let base_shape = vec![b, 3, hw.0, hw.1];
+    Ok(Outcome {
+        images: out.images,
+        image_hw: out.image_hw,
+        raw: vec![("latents", base_shape.clone(), out.base), ("base_images", base_shape, out.base_images)],
+        attention: out.attention,
+        masks: out.blend_masks,
+        sample_hw: hw,
+    })
+}
+
 /// Runs the main command.
 pub fn run(a: &GenerateArgs, adapter: Option<String>) -> Result<()> {
     let prompt = a.prompt.clone().ok_or_else(|| Error::msg("--prompt is required"))?;
     let model = a.model.clone().ok_or_else(|| {
         Error::msg(
-            "--model DIR is required (a diffusers Stable Diffusion folder); there is no embedded default model yet",
+            "--model DIR is required (a diffusers Stable Diffusion folder or a P2P cascade folder); there is no \
+             embedded default model yet",
         )
     })?;
     if a.steps == 0 || a.steps > 1000 {
         return Err(Error::msg(format!("--steps must be between 1 and 1000, got {}", a.steps)));
     }
+    if let Some(s) = a.sr_steps {
+        if s == 0 || s > 1000 {
+            return Err(Error::msg(format!("--sr-steps must be between 1 and 1000, got {s}")));
+        }
+    }
     if !a.guidance.is_finite() {
         return Err(Error::msg(format!("--guidance must be a finite number, got {}", a.guidance)));
+    }
+    if let Some(g) = a.sr_guidance.filter(|g| !g.is_finite()) {
+        return Err(Error::msg(format!("--sr-guidance must be a finite number, got {g}")));
     }
     if !a.is_edit() && (a.blend.is_some() || a.save_attention || !a.cross_steps_word.is_empty()) {
         return Err(Error::msg(
@@ -195,13 +460,17 @@ pub fn run(a: &GenerateArgs, adapter: Option<String>) -> Result<()> {
     if a.self_max_res == 0 {
         return Err(Error::msg("--self-max-res must be positive"));
     }
+    let cascade = is_cascade(&model)?;
+    if !cascade && (a.sr_steps.is_some() || a.sr_guidance.is_some()) {
+        return Err(Error::msg("--sr-steps and --sr-guidance need a cascade model (P2PCascadePipeline)"));
+    }
     // The edit plan needs only the tokenizer: check every word before the GPU starts.
-    let plan = if a.is_edit() {
+    let (plan, tok) = if a.is_edit() {
         let spec = a.edit_spec(&prompt)?;
         let tok = crate::text::Tokenizer::from_model_dir(&model)?;
-        Some(EditPlan::new(&spec, &tok, a.steps)?)
+        (Some(EditPlan::new(&spec, &tok, a.steps)?), Some(tok))
     } else {
-        None
+        (None, None)
     };
     let prompts = plan.as_ref().map_or_else(|| vec![prompt.clone()], |p| p.prompts.clone());
     let latents = a.latents.as_deref().map(read_latents).transpose()?;
@@ -229,50 +498,6 @@ pub fn run(a: &GenerateArgs, adapter: Option<String>) -> Result<()> {
         DType::F32
     };
     let t0 = Instant::now();
-    let sd =
-        StableDiffusion::load(&gpu, &model, &LoadOptions { dtype, vae_dtype: DType::F32, variant: a.variant.clone() })?;
-    let c = sd.unet.config.in_channels;
-    let up = sd.vae.config.upscale();
-    let levels = 1usize << (sd.unet.config.block_out_channels.len() - 1);
-    let (data, hw) = match latents {
-        Some((d, [_, lc, h, w])) => {
-            if lc != c {
-                return Err(Error::msg(format!("--latents has {lc} channels; the model takes {c}")));
-            }
-            if a.height.is_some() || a.width.is_some() {
-                return Err(Error::msg(
-                    "--height/--width cannot be combined with --latents (the latent sets the size)",
-                ));
-            }
-            (d, (h, w))
-        }
-        None => {
-            let native = sd.unet.config.sample_size * up;
-            let (ph, pw) = (a.height.unwrap_or(native), a.width.unwrap_or(native));
-            let grid = up * levels;
-            if ph == 0 || pw == 0 || ph % grid != 0 || pw % grid != 0 {
-                return Err(Error::msg(format!(
-                    "--height and --width must be positive multiples of {grid}, got {ph}x{pw}"
-                )));
-            }
-            let seed = a.seed.unwrap_or_else(|| {
-                let s = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(0);
-                eprintln!("seed: {s}");
-                s
-            });
-            let (h, w) = (ph / up, pw / up);
-            (gaussian(seed, c * h * w), (h, w))
-        }
-    };
-    if hw.0 % levels != 0 || hw.1 % levels != 0 {
-        return Err(Error::msg(format!("latent size {}x{} must be a multiple of {levels} for this UNet", hw.0, hw.1)));
-    }
-    if let Some(s) = &a.save_latents {
-        write_atomic(s, &safetensors_f32(&[("latents", vec![1, c, hw.0, hw.1], &data)])?)?;
-    }
     let kind = match a.scheduler.as_deref() {
         Some("pndm") => Some(Kind::Pndm),
         Some("ddim") => Some(Kind::Ddim),
@@ -287,40 +512,13 @@ pub fn run(a: &GenerateArgs, adapter: Option<String>) -> Result<()> {
         bar.set_length(n as u64);
         bar.set_position(i as u64);
     };
-    let (images, latents_out, image_hw, attention, masks) = match &plan {
-        None => {
-            let g = Generate {
-                prompts: prompts.clone(),
-                negative: a.negative_prompt.clone(),
-                steps: a.steps,
-                guidance: a.guidance,
-                scheduler: kind,
-                latents: data,
-                latent_hw: hw,
-            };
-            let out = sd.generate(&gpu, &g, &mut progress)?;
-            (out.images, out.latents, out.image_hw, None, None)
-        }
-        Some(plan) => {
-            let r = EditRun {
-                negative: a.negative_prompt.clone(),
-                steps: a.steps,
-                guidance: a.guidance,
-                scheduler: kind,
-                latents: data,
-                latent_hw: hw,
-                self_max_res: a.self_max_res,
-                blend_res: a.blend_res,
-                attention_res: a.save_attention.then_some(a.attention_res),
-            };
-            let out = sd.edit(&gpu, plan, &r, &mut progress)?;
-            (out.images, out.latents, out.image_hw, out.attention, out.blend_masks)
-        }
-    };
+    let job = Job { a, model: &model, dtype, plan: plan.as_ref(), prompts: &prompts, latents, kind };
+    let out = if cascade { run_cascade(&gpu, job, &mut progress)? } else { run_sd(&gpu, job, &mut progress)? };
     bar.finish_and_clear();
 
-    let (h, w) = image_hw;
+    let (h, w) = out.image_hw;
     let b = prompts.len();
+    let images = &out.images;
     let rgbs: Vec<Vec<u8>> =
         (0..b).map(|k| to_rgb8(&images[k * 3 * h * w..(k + 1) * 3 * h * w], h, w, quant)).collect();
     for (name, rgb) in names.iter().zip(&rgbs) {
@@ -331,19 +529,17 @@ pub fn run(a: &GenerateArgs, adapter: Option<String>) -> Result<()> {
         let (g, gh, gw) = captioned_grid(&tiles, &prompts)?;
         write_atomic(&a.out.join("grid.png"), &png(&g, gh, gw)?)?;
     }
-    if let Some((sum, res, evals)) = attention {
-        write_attention(&sd, &a.out, &prompts, &sum, res, evals)?;
+    if let (Some((sum, res, evals)), Some(tok)) = (&out.attention, &tok) {
+        write_attention(tok, &a.out, &prompts, sum, *res, *evals)?;
     }
-    if let Some(m) = masks {
-        let (g, gh, gw) = mask_grid(&m, hw.0, hw.1, &prompts, 128)?;
+    if let Some(m) = &out.masks {
+        let (g, gh, gw) = mask_grid(m, out.sample_hw.0, out.sample_hw.1, &prompts, 128)?;
         write_atomic(&a.out.join("blend-masks.png"), &png(&g, gh, gw)?)?;
     }
     if a.save_raw {
-        let bytes = safetensors_f32(&[
-            ("images", vec![b, 3, h, w], &images),
-            ("latents", vec![b, c, hw.0, hw.1], &latents_out),
-        ])?;
-        write_atomic(&a.out.join("raw.safetensors"), &bytes)?;
+        let mut t: Vec<(&str, Vec<usize>, &[f32])> = vec![("images", vec![b, 3, h, w], images)];
+        t.extend(out.raw.iter().map(|(n, s, d)| (*n, s.clone(), d.as_slice())));
+        write_atomic(&a.out.join("raw.safetensors"), &safetensors_f32(&t)?)?;
     }
     eprintln!("wrote {} image(s) of {w}x{h} to {} in {:.1} s", b, a.out.display(), t0.elapsed().as_secs_f64());
     Ok(())
@@ -352,16 +548,16 @@ pub fn run(a: &GenerateArgs, adapter: Option<String>) -> Result<()> {
 /// One attention grid per prompt: `attention-0.png` (source), `attention-1.png`, ...: the maps of its tokens
 /// (BOS to EOS) averaged over the UNet evaluations, heads and layers at `res`.
 fn write_attention(
-    sd: &StableDiffusion,
+    tok: &crate::text::Tokenizer,
     out: &Path,
     prompts: &[String],
     sum: &[f32],
     res: usize,
     evals: usize,
 ) -> Result<()> {
-    let keys = sd.tokenizer.max_len();
+    let keys = tok.max_len();
     for (b, p) in prompts.iter().enumerate() {
-        let enc = sd.tokenizer.encode(p)?;
+        let enc = tok.encode(p)?;
         let maps: Vec<Vec<f32>> = (0..enc.length)
             .map(|n| (0..res * res).map(|q| sum[(b * res * res + q) * keys + n] / evals as f32).collect())
             .collect();

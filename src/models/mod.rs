@@ -1,6 +1,7 @@
 //! Models built from diffusers / transformers config.json files on the kernel library: the CLIP text encoder,
-//! (later) the UNet and the VAE.
+//! the UNet, the VAE, and the pipelines (Stable Diffusion; the pixel cascade).
 pub mod blend;
+pub mod cascade;
 pub mod clip;
 pub mod config;
 pub mod sd;

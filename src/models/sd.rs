@@ -7,6 +7,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::Ctx;
+use crate::ops::resample::concat_channels;
 use crate::schedulers::{self, SchedulerConfig};
 use crate::tensor::{DType, Tensor};
 use crate::text::Tokenizer;
@@ -93,6 +94,138 @@ pub fn nhwc_to_nchw(x: &[f32], b: usize, c: usize, h: usize, w: usize) -> Vec<f3
     out
 }
 
+/// One text-conditioned denoising stage: a tokenizer, a text encoder, a UNet and its scheduler. Stable Diffusion
+/// has one (on latents); the pixel cascade has two (the base, which Prompt-to-Prompt edits, and the
+/// super-resolution stage). The sampling loops live here (plain, below; edited, in `sd_edit`) and return the final
+/// samples; each pipeline decodes them its own way.
+#[derive(Clone, Copy)]
+pub struct Denoiser<'a> {
+    pub tokenizer: &'a Tokenizer,
+    pub text_encoder: &'a ClipTextModel,
+    pub unet: &'a UNet,
+    pub scheduler: &'a SchedulerConfig,
+}
+
+/// Extra UNet inputs of a conditioned stage (super-resolution).
+#[derive(Clone, Copy, Debug)]
+pub struct StageCond<'a> {
+    /// NHWC `[B, h, w, channels]`, one image per prompt: concatenated after the sample's channels, the same image
+    /// for the prompt's unconditional and conditional rows.
+    pub image: &'a [f32],
+    pub channels: usize,
+    /// The class label of every row (`class_labels`; the noise-augmentation level of a super-resolution stage).
+    pub class_label: Option<f32>,
+}
+
+impl Denoiser<'_> {
+    /// Token ids of the CFG batch `[negative × B, prompts]`, warning on stderr about truncated prompts.
+    pub fn encode_ids(&self, prompts: &[String], negative: &str) -> Result<Vec<Vec<u32>>> {
+        let mut rows = Vec::with_capacity(2 * prompts.len());
+        for p in std::iter::repeat_n(negative, prompts.len()).chain(prompts.iter().map(String::as_str)) {
+            let e = self.tokenizer.encode(p)?;
+            if let Some(cut) = &e.truncated {
+                eprintln!("warning: prompt longer than {} tokens; cut: {cut:?}", self.tokenizer.max_len());
+            }
+            rows.push(e.ids);
+        }
+        Ok(rows)
+    }
+
+    /// UNet evaluations of a run of `steps` steps with `kind` (None: the config's scheduler); PNDM makes S + 1.
+    pub fn evaluations(&self, kind: Option<schedulers::Kind>, steps: usize) -> Result<usize> {
+        Ok(schedulers::build(self.scheduler, kind, steps)?.timesteps().len())
+    }
+
+    /// Text-to-image sampling with classifier-free guidance from `g.latents` (shared by every prompt), with the
+    /// extra inputs `cond` of a conditioned stage; returns the final samples, NHWC `[B, h, w, C]` (C = the UNet's
+    /// `out_channels`). `progress(step, total)` is called after each UNet evaluation. The UNet call is recorded
+    /// once and replayed every step with new inputs.
+    pub fn generate(
+        &self,
+        gpu: &Gpu,
+        g: &Generate,
+        cond: Option<&StageCond>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Vec<f32>> {
+        let b = g.prompts.len();
+        if b == 0 {
+            return Err(Error::msg("no prompt"));
+        }
+        if !g.guidance.is_finite() {
+            return Err(Error::msg(format!("guidance must be a finite number, got {}", g.guidance)));
+        }
+        let uc = &self.unet.config;
+        let c = uc.out_channels;
+        let cc = cond.map_or(0, |k| k.channels);
+        if uc.in_channels != c + cc {
+            return Err(Error::msg(format!(
+                "the UNet takes {} input channels; the sample has {c} and the conditioning {cc}",
+                uc.in_channels
+            )));
+        }
+        let (h, w) = g.latent_hw;
+        if g.latents.len() != c * h * w {
+            return Err(Error::shape(
+                "generate",
+                format!("latents hold {} values, expected [1, {c}, {h}, {w}]", g.latents.len()),
+            ));
+        }
+        if let Some(k) = cond {
+            if k.image.len() != b * h * w * cc {
+                return Err(Error::shape(
+                    "generate",
+                    format!("conditioning image holds {} values, expected [{b}, {h}, {w}, {cc}]", k.image.len()),
+                ));
+            }
+        }
+        let mut sched = schedulers::build(self.scheduler, g.scheduler, g.steps)?;
+        let text = self.text_encoder.encode(gpu, &self.encode_ids(&g.prompts, &g.negative)?)?;
+
+        // The UNet call, recorded once on persistent inputs (with a conditioning image, the channel concatenation
+        // is recorded in front of it).
+        let dt = self.unet.dtype;
+        let mut cx = Ctx::new(gpu, dt);
+        let sample = cx.alloc(&[2 * b, h, w, c])?;
+        let tsteps = cx.alloc_as(&[2 * b], DType::F32)?;
+        let labels = match cond.and_then(|k| k.class_label) {
+            Some(l) => Some(Tensor::from_f32(gpu, &[2 * b], DType::F32, &vec![l; 2 * b])?),
+            None => None,
+        };
+        let input = match cond {
+            Some(k) => {
+                let image = Tensor::from_f32(gpu, &[2 * b, h, w, cc], dt, &[k.image, k.image].concat())?;
+                let cat = cx.alloc(&[2 * b, h, w, c + cc])?;
+                concat_channels(gpu, &mut cx.rec, &sample, &image, &cat)?;
+                cat
+            }
+            None => sample.clone(),
+        };
+        let out = self.unet.forward_full(&mut cx, &input, &tsteps, labels.as_ref(), &text, None)?;
+        let plane = h * w * c;
+        let sigma = sched.init_noise_sigma() as f32;
+        let one = nchw_to_nhwc(&g.latents, 1, c, h, w);
+        let mut x: Vec<f32> = (0..b).flat_map(|_| one.iter().map(|v| v * sigma)).collect();
+        let total = sched.timesteps().len();
+        for i in 0..total {
+            let t = sched.timesteps()[i] as f32;
+            sample.write_f32(gpu, &[x.clone(), x.clone()].concat())?;
+            tsteps.write_f32(gpu, &vec![t; 2 * b])?;
+            gpu.run(&cx.rec)?;
+            let pred = out.to_f32(gpu)?;
+            x = sched.step(i, &cfg(&pred, b * plane, g.guidance), &x)?;
+            progress(i + 1, total);
+        }
+        Ok(x)
+    }
+}
+
+/// Classifier-free guidance of a `[uncond × B, cond × B]` prediction with `half` values per half:
+/// `u + s·(c − u)`, in f64.
+pub(crate) fn cfg(pred: &[f32], half: usize, scale: f64) -> Vec<f32> {
+    let (u, c) = pred.split_at(half);
+    u.iter().zip(c).map(|(&u, &c)| (u as f64 + scale * (c as f64 - u as f64)) as f32).collect()
+}
+
 impl StableDiffusion {
     /// Loads a diffusers Stable Diffusion folder.
     pub fn load(gpu: &Gpu, dir: &Path, o: &LoadOptions) -> Result<StableDiffusion> {
@@ -124,64 +257,25 @@ impl StableDiffusion {
         Ok(StableDiffusion { tokenizer, text_encoder, unet, vae, scheduler })
     }
 
+    /// The text-conditioned denoising stage of this pipeline (tokenizer, text encoder, UNet, scheduler).
+    pub fn denoiser(&self) -> Denoiser<'_> {
+        Denoiser {
+            tokenizer: &self.tokenizer,
+            text_encoder: &self.text_encoder,
+            unet: &self.unet,
+            scheduler: &self.scheduler,
+        }
+    }
+
     /// Token ids of the CFG batch `[negative × B, prompts]`, warning on stderr about truncated prompts.
     pub fn encode_ids(&self, prompts: &[String], negative: &str) -> Result<Vec<Vec<u32>>> {
-        let mut rows = Vec::with_capacity(2 * prompts.len());
-        for p in std::iter::repeat_n(negative, prompts.len()).chain(prompts.iter().map(String::as_str)) {
-            let e = self.tokenizer.encode(p)?;
-            if let Some(cut) = &e.truncated {
-                eprintln!("warning: prompt longer than {} tokens; cut: {cut:?}", self.tokenizer.max_len());
-            }
-            rows.push(e.ids);
-        }
-        Ok(rows)
+        self.denoiser().encode_ids(prompts, negative)
     }
 
     /// Runs text-to-image; `progress(step, total)` is called after each UNet evaluation.
     pub fn generate(&self, gpu: &Gpu, g: &Generate, progress: &mut dyn FnMut(usize, usize)) -> Result<Generated> {
-        let b = g.prompts.len();
-        if b == 0 {
-            return Err(Error::msg("no prompt"));
-        }
-        if !g.guidance.is_finite() {
-            return Err(Error::msg(format!("guidance must be a finite number, got {}", g.guidance)));
-        }
-        let c = self.unet.config.in_channels;
-        let (h, w) = g.latent_hw;
-        if g.latents.len() != c * h * w {
-            return Err(Error::shape(
-                "generate",
-                format!("latents hold {} values, expected [1, {c}, {h}, {w}]", g.latents.len()),
-            ));
-        }
-        let mut sched = schedulers::build(&self.scheduler, g.scheduler, g.steps)?;
-        let text = self.text_encoder.encode(gpu, &self.encode_ids(&g.prompts, &g.negative)?)?;
-
-        // The UNet call, recorded once on persistent inputs.
-        let dt = self.unet.dtype;
-        let mut cx = Ctx::new(gpu, dt);
-        let sample = cx.alloc(&[2 * b, h, w, c])?;
-        let tsteps = cx.alloc_as(&[2 * b], DType::F32)?;
-        let out = self.unet.forward(&mut cx, &sample, &tsteps, &text)?;
-        let plane = h * w * c;
-        let sigma = sched.init_noise_sigma() as f32;
-        let one = nchw_to_nhwc(&g.latents, 1, c, h, w);
-        let mut x: Vec<f32> = (0..b).flat_map(|_| one.iter().map(|v| v * sigma)).collect();
-        let total = sched.timesteps().len();
-        for i in 0..total {
-            let t = sched.timesteps()[i] as f32;
-            sample.write_f32(gpu, &[x.clone(), x.clone()].concat())?;
-            tsteps.write_f32(gpu, &vec![t; 2 * b])?;
-            gpu.run(&cx.rec)?;
-            let pred = out.to_f32(gpu)?;
-            let (u, cnd) = pred.split_at(b * plane);
-            let guided: Vec<f32> =
-                u.iter().zip(cnd).map(|(&u, &c)| (u as f64 + g.guidance * (c as f64 - u as f64)) as f32).collect();
-            x = sched.step(i, &guided, &x)?;
-            progress(i + 1, total);
-        }
-        drop(cx);
-
+        let x = self.denoiser().generate(gpu, g, None, progress)?;
+        let (b, c, (h, w)) = (g.prompts.len(), self.unet.config.in_channels, g.latent_hw);
         let images = self.decode(gpu, &x, b, (h, w))?;
         let scale = self.vae.config.upscale();
         Ok(Generated { latents: nhwc_to_nchw(&x, b, c, h, w), images, image_hw: (h * scale, w * scale) })

@@ -3,6 +3,9 @@
 //! window row rewritten on the GPU each step), the self-attention layers inject the source's maps inside the self
 //! window, the cross maps are stored for local blending and pictures, and blending follows each scheduler step.
 //! Two recordings of the UNet call (with and without self-injection) are made once and replayed.
+//!
+//! The loop belongs to [`Denoiser`], so that every pipeline edits its (first) denoising stage the same way:
+//! Stable Diffusion on its latents, then the VAE; the pixel cascade on its base images, then super-resolution.
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::{AttnHooks, Ctx, StoreAt};
@@ -12,7 +15,7 @@ use crate::schedulers;
 use crate::tensor::{DType, Tensor};
 
 use super::blend;
-use super::sd::{StableDiffusion, nchw_to_nhwc, nhwc_to_nchw};
+use super::sd::{Denoiser, StableDiffusion, cfg, nchw_to_nhwc, nhwc_to_nchw};
 
 /// Sampling options of an edit.
 #[derive(Clone, Debug)]
@@ -54,8 +57,48 @@ impl StableDiffusion {
         r: &EditRun,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Edited> {
+        let e = self.denoiser().edit(gpu, plan, r, progress)?;
+        let (b, c, (h, w)) = (plan.prompts.len(), self.unet.config.in_channels, r.latent_hw);
+        let images = self.decode(gpu, &e.samples, b, (h, w))?;
+        let scale = self.vae.config.upscale();
+        Ok(Edited {
+            latents: nhwc_to_nchw(&e.samples, b, c, h, w),
+            images,
+            image_hw: (h * scale, w * scale),
+            attention: e.attention,
+            blend_masks: e.blend_masks,
+        })
+    }
+}
+
+/// What the edited stage produced, before decoding.
+#[derive(Clone, Debug)]
+pub struct EditedSamples {
+    /// The final samples, NHWC `[B, h, w, C]`, row 0 = source.
+    pub samples: Vec<f32>,
+    /// As [`Edited::attention`].
+    pub attention: Option<(Vec<f32>, usize, usize)>,
+    /// As [`Edited::blend_masks`].
+    pub blend_masks: Option<Vec<Vec<f32>>>,
+}
+
+impl Denoiser<'_> {
+    /// Runs the edit `plan` (its prompts are `[source, targets]`) on this stage; returns the final samples.
+    pub fn edit(
+        &self,
+        gpu: &Gpu,
+        plan: &EditPlan,
+        r: &EditRun,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<EditedSamples> {
         let b = plan.prompts.len();
         let c = self.unet.config.in_channels;
+        if self.unet.config.out_channels != c {
+            return Err(Error::msg(format!(
+                "edit: the UNet maps {c} channels to {}; an edited stage must map its sample to itself",
+                self.unet.config.out_channels
+            )));
+        }
         let (h, w) = r.latent_hw;
         if r.latents.len() != c * h * w {
             return Err(Error::shape(
@@ -70,7 +113,7 @@ impl StableDiffusion {
                 self.tokenizer.max_len()
             )));
         }
-        let mut sched = schedulers::build(&self.scheduler, r.scheduler, r.steps)?;
+        let mut sched = schedulers::build(self.scheduler, r.scheduler, r.steps)?;
         if plan.alpha.len() != r.steps + 1 {
             return Err(Error::msg(format!("edit plan made for {} steps, run has {}", plan.alpha.len() - 1, r.steps)));
         }
@@ -152,10 +195,7 @@ impl StableDiffusion {
             let (rec, out) = if inject { (&rec_inject, &out_inject) } else { (&rec_plain, &out_plain) };
             gpu.run(rec)?;
             let pred = out.to_f32(gpu)?;
-            let (u, cnd) = pred.split_at(b * plane);
-            let guided: Vec<f32> =
-                u.iter().zip(cnd).map(|(&u, &c)| (u as f64 + r.guidance * (c as f64 - u as f64)) as f32).collect();
-            x = sched.step(i, &guided, &x)?;
+            x = sched.step(i, &cfg(&pred, b * plane, r.guidance), &x)?;
             if let Some(bp) = &plan.blend {
                 if i >= bp.start_step {
                     let (res, _, buf) = &store_bufs[0];
@@ -173,14 +213,6 @@ impl StableDiffusion {
             Some((res, _, buf)) => Some((buf.to_f32(gpu)?, *res, total)),
             None => None,
         };
-        let images = self.decode(gpu, &x, b, (h, w))?;
-        let scale = self.vae.config.upscale();
-        Ok(Edited {
-            latents: nhwc_to_nchw(&x, b, c, h, w),
-            images,
-            image_hw: (h * scale, w * scale),
-            attention,
-            blend_masks,
-        })
+        Ok(EditedSamples { samples: x, attention, blend_masks })
     }
 }

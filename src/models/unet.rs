@@ -1,8 +1,10 @@
 //! diffusers' `UNet2DConditionModel` as Stable Diffusion 1.x and 2.x use it, built from `unet/config.json`:
 //! sinusoidal time projection and `time_embedding`, `conv_in`, down blocks (`CrossAttnDownBlock2D`,
 //! `DownBlock2D`), `UNetMidBlock2DCrossAttn`, up blocks (`UpBlock2D`, `CrossAttnUpBlock2D`) with skip
-//! concatenation, `conv_norm_out` + SiLU, `conv_out`. Activations are NHWC. Options SD does not use are refused
-//! by name (see `UNetConfig::read`).
+//! concatenation, `conv_norm_out` + SiLU, `conv_out`. Activations are NHWC. Also `class_embed_type: "timestep"`
+//! (a class label through the same time projection and `class_embedding.linear_1/linear_2`, added to the time
+//! embedding), which the cascade's super-resolution UNet uses for its noise level. Options SD does not use are
+//! refused by name (see `UNetConfig::read`).
 use std::path::Path;
 
 use serde_json::{Value, json};
@@ -44,6 +46,17 @@ pub struct UNetConfig {
     pub heads: Vec<usize>,
     pub use_linear_projection: bool,
     pub upcast_attention: bool,
+    /// `class_embed_type`: None, or "timestep" (the class label goes through the time projection and
+    /// `class_embedding`, a second `TimestepEmbedding`, and is added to the time embedding; the noise-augmentation
+    /// level of a super-resolution stage, as DeepFloyd IF stage II and the SD x4 upscaler use it).
+    pub class_embed: Option<ClassEmbed>,
+}
+
+/// The class-label embeddings this engine implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClassEmbed {
+    /// `class_embed_type: "timestep"`: `class_embedding(time_proj(class_labels))`.
+    Timestep,
 }
 
 impl UNetConfig {
@@ -113,17 +126,25 @@ impl UNetConfig {
             heads,
             use_linear_projection: c.bool_or("use_linear_projection", false)?,
             upcast_attention: c.bool_or("upcast_attention", false)?,
+            class_embed: match c.str_or("class_embed_type", "")?.as_str() {
+                "" => None,
+                "timestep" => Some(ClassEmbed::Timestep),
+                other => {
+                    return Err(Error::msg(format!(
+                        "{name}: `class_embed_type` = {other:?} is not supported (supported: null, \"timestep\")"
+                    )));
+                }
+            },
             block_out_channels,
         };
         // Options SD 1.x/2.x leave at these values; any other value needs code we do not have.
         let f = |x: f64| json!(x);
-        let supported: [(&str, Vec<Value>); 26] = [
+        let supported: [(&str, Vec<Value>); 25] = [
             ("center_input_sample", vec![json!(false)]),
             ("only_cross_attention", vec![json!(false)]),
             ("mid_block_scale_factor", vec![f(1.0), json!(1)]),
             ("act_fn", vec![json!("silu")]),
             ("dual_cross_attention", vec![json!(false)]),
-            ("class_embed_type", vec![]),
             ("addition_embed_type", vec![]),
             ("num_class_embeds", vec![]),
             ("resnet_time_scale_shift", vec![json!("default")]),
@@ -190,6 +211,8 @@ pub struct UNet {
     pub dtype: DType,
     linear_1: Linear,
     linear_2: Linear,
+    /// `class_embedding.linear_1` / `linear_2` (with `class_embed_type: "timestep"`).
+    class_embedding: Option<(Linear, Linear)>,
     conv_in: Conv2d,
     down: Vec<DownBlock>,
     mid_resnets: [ResnetBlock2D; 2],
@@ -227,6 +250,13 @@ impl UNet {
         };
         let linear_1 = Linear::load(l, "time_embedding.linear_1", ch[0], ted, true)?;
         let linear_2 = Linear::load(l, "time_embedding.linear_2", ted, ted, true)?;
+        let class_embedding = match c.class_embed {
+            Some(ClassEmbed::Timestep) => Some((
+                Linear::load(l, "class_embedding.linear_1", ch[0], ted, true)?,
+                Linear::load(l, "class_embedding.linear_2", ted, ted, true)?,
+            )),
+            None => None,
+        };
         let conv_in = Conv2d::load(l, "conv_in", c.in_channels, ch[0], 3, 1, 1, true)?;
         let mut down = Vec::with_capacity(n);
         let mut out_ch = ch[0];
@@ -289,6 +319,7 @@ impl UNet {
             dtype,
             linear_1,
             linear_2,
+            class_embedding,
             conv_in,
             down,
             mid_resnets,
@@ -345,18 +376,54 @@ impl UNet {
         text: &Tensor,
         hooks: Option<&AttnHooks>,
     ) -> Result<Tensor> {
+        self.forward_full(cx, sample, timesteps, None, text, hooks)
+    }
+
+    /// The general call: `forward_hooked` with `class_labels` f32 `[B]`, which a UNet with a class embedding
+    /// (`class_embed_type: "timestep"`) needs and any other UNet refuses.
+    pub fn forward_full(
+        &self,
+        cx: &mut Ctx,
+        sample: &Tensor,
+        timesteps: &Tensor,
+        class_labels: Option<&Tensor>,
+        text: &Tensor,
+        hooks: Option<&AttnHooks>,
+    ) -> Result<Tensor> {
         let c = &self.config;
         let b = sample.shape[0];
-        let t_proj = cx.alloc(&[b, c.block_out_channels[0]])?;
         let opts = TimestepOpts {
             flip_sin_to_cos: c.flip_sin_to_cos,
             downscale_freq_shift: c.freq_shift as f32,
             scale: 1.0,
             max_period: 10000.0,
         };
-        timestep_embedding(cx.gpu, &mut cx.rec, timesteps, &t_proj, &opts)?;
-        let temb = self.linear_1.forward_fused(cx, &t_proj, Activation::Silu, None)?;
-        let temb = self.linear_2.forward(cx, &temb)?;
+        // `time_proj` (sinusoidal, no weights), then a `TimestepEmbedding` (linear, SiLU, linear).
+        let embed = |cx: &mut Ctx, t: &Tensor, l1: &Linear, l2: &Linear, residual: Option<&Tensor>| {
+            let proj = cx.alloc(&[b, c.block_out_channels[0]])?;
+            timestep_embedding(cx.gpu, &mut cx.rec, t, &proj, &opts)?;
+            let h = l1.forward_fused(cx, &proj, Activation::Silu, None)?;
+            l2.forward_fused(cx, &h, Activation::None, residual)
+        };
+        // diffusers: `emb = time_embedding(time_proj(t)) + class_embedding(time_proj(class_labels))`.
+        let class_emb = match (&self.class_embedding, class_labels) {
+            (Some((l1, l2)), Some(labels)) => {
+                if labels.shape != [b] {
+                    return Err(Error::shape("unet", format!("class labels {:?} for batch {b}", labels.shape)));
+                }
+                Some(embed(cx, labels, l1, l2, None)?)
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(Error::msg(
+                    "unet: this UNet has a class embedding (class_embed_type) and needs class labels",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(Error::msg("unet: class labels given, but this UNet has no class embedding"));
+            }
+        };
+        let temb = embed(cx, timesteps, &self.linear_1, &self.linear_2, class_emb.as_ref())?;
         // Every resnet applies SiLU to the embedding before its projection: do it once.
         let temb_silu = cx.alloc(&temb.shape)?;
         unary(cx.gpu, &mut cx.rec, Activation::Silu, &temb, &temb_silu)?;

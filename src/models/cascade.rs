@@ -1,0 +1,430 @@
+//! The pixel-space cascade of the paper (Imagen-shaped): a text-conditioned base diffusion on small RGB images,
+//! which Prompt-to-Prompt edits exactly as Stable Diffusion's latents, then a text-conditioned diffusion
+//! super-resolution (SR) stage that runs unedited on every output row.
+//!
+//! **Folder layout** (`model_index.json` `_class_name: "P2PCascadePipeline"`):
+//!
+//! - `text_encoder/` (CLIPTextModel) and `tokenizer/` (CLIP BPE), shared by both stages;
+//! - `unet/` + `scheduler/`: the base, a `UNet2DConditionModel` from 3 to 3 channels (pixels in [-1, 1], no VAE);
+//! - `sr_unet/` + `sr_scheduler/`: the SR stage, a `UNet2DConditionModel` from 6 channels (the noisy high-res image
+//!   x_t, then the upsampled base image after noise augmentation) to 3, with `class_embed_type: "timestep"`: its
+//!   class label is the augmentation noise level;
+//! - `model_index.json` also holds `sr_noise_level` (integer) and `sr_guidance_scale` (number). Every component must
+//!   be listed with its class, and any other key is refused by name.
+//!
+//! **Sampling**, for prompts `[p_0, …, p_{B-1}]` (an edit's `[source, targets]`):
+//!
+//! 1. base: classifier-free guidance with the negative prompt, PNDM/DDIM from `scheduler/` (or `--scheduler`), from
+//!    one initial noise `[1, 3, h, w]` shared by every row; edits apply here (`Denoiser::edit`: the same plan, hooks,
+//!    windows and local blending as SD, on the `h × w` pixel "latents");
+//! 2. base image = clamp(x, −1, 1), upsampled ×4 bilinearly (torch `F.interpolate(mode="bilinear",
+//!    align_corners=False)`), then noise-augmented at level L = `sr_noise_level` with the SR scheduler's schedule:
+//!    `sqrt(ᾱ_L)·up + sqrt(1 − ᾱ_L)·n`, with one augmentation noise n `[1, 3, H, W]` shared by every row;
+//! 3. SR: classifier-free guidance with `sr_guidance_scale` and the empty prompt as uncond (whatever the base's
+//!    negative prompt), each row with its own prompt, class label L on every row, from one initial noise
+//!    `[1, 3, H, W]` shared by every row; the sampler is `sr_scheduler/`'s;
+//! 4. image = (y/2 + 0.5).clamp(0, 1) of the SR output; NaN or Inf in the base or SR output is an error.
+//!
+//! Rows never interact in the SR stage, so the source row of an edit is the plain generation of the source prompt.
+//!
+//! **Seeds** (the command line, `app::generate`): `--seed N` draws the base's initial noise from our documented
+//! generator (`app::noise::gaussian`) with seed N, in NCHW order `[1, 3, h, w]`; the SR augmentation noise from seed
+//! N + 1 and the SR initial noise from seed N + 2 (wrapping), both `[1, 3, H, W]`. `--latents FILE` replaces the
+//! base noise by its tensor `latents`, and the SR noises by its tensors `sr_aug_noise` / `sr_latents` when present
+//! (else they come from the seed); `--save-latents FILE` writes all three.
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::p2p::EditPlan;
+use crate::schedulers::{self, SchedulerConfig};
+use crate::text::Tokenizer;
+use crate::weights::read_json;
+
+use super::clip::ClipTextModel;
+use super::config::Config;
+use super::sd::{Denoiser, Generate, LoadOptions, StageCond, nchw_to_nhwc, nhwc_to_nchw};
+use super::sd_edit::EditRun;
+use super::unet::{ClassEmbed, UNet};
+
+/// `model_index.json`'s `_class_name` of a cascade folder.
+pub const CLASS_NAME: &str = "P2PCascadePipeline";
+/// Side ratio of the SR stage's images to the base's.
+pub const SR_SCALE: usize = 4;
+/// Image channels of both stages.
+const RGB: usize = 3;
+
+/// Whether `dir` holds a cascade: its `model_index.json` names [`CLASS_NAME`]. A folder without a
+/// `model_index.json` is not one (it may still be a Stable Diffusion folder).
+pub fn is_cascade(dir: &Path) -> Result<bool> {
+    let path = dir.join("model_index.json");
+    if !path.is_file() {
+        return Ok(false);
+    }
+    Ok(read_json(&path)?.get("_class_name").and_then(Value::as_str) == Some(CLASS_NAME))
+}
+
+/// What `model_index.json` says beyond the component list.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CascadeIndex {
+    pub sr_noise_level: usize,
+    pub sr_guidance_scale: f64,
+}
+
+impl CascadeIndex {
+    /// Reads `dir/model_index.json` strictly: the pipeline class, every component with a supported class, the SR
+    /// options, and no other key.
+    pub fn read(dir: &Path) -> Result<CascadeIndex> {
+        let name = "model_index.json";
+        let mut c = Config::from_value(name, read_json(&dir.join(name))?)?;
+        c.expect("_class_name", &[json!(CLASS_NAME)])?;
+        let unet = json!(["diffusers", "UNet2DConditionModel"]);
+        let components: [(&str, Vec<Value>); 6] = [
+            ("text_encoder", vec![json!(["transformers", "CLIPTextModel"])]),
+            ("tokenizer", vec![json!(["transformers", "CLIPTokenizer"]), json!(["transformers", "CLIPTokenizerFast"])]),
+            ("unet", vec![unet.clone()]),
+            ("sr_unet", vec![unet]),
+            ("scheduler", vec![]),
+            ("sr_scheduler", vec![]),
+        ];
+        for (k, classes) in components {
+            let v = c.get(k).ok_or_else(|| Error::msg(format!("{name}: component `{k}` is not listed")))?;
+            let ok = if classes.is_empty() {
+                // Any diffusers scheduler class: the one used is scheduler_config.json's (or --scheduler).
+                v.as_array().is_some_and(|p| p.len() == 2 && p[0] == "diffusers" && p[1].is_string())
+            } else {
+                classes.contains(&v)
+            };
+            if !ok {
+                let want: Vec<String> = classes.iter().map(Value::to_string).collect();
+                let want =
+                    if want.is_empty() { "[\"diffusers\", a scheduler class]".to_string() } else { want.join(" or ") };
+                return Err(Error::msg(format!("{name}: component `{k}` is {v}, expected {want}")));
+            }
+        }
+        let idx = CascadeIndex {
+            sr_noise_level: c.usize("sr_noise_level")?,
+            sr_guidance_scale: c
+                .get("sr_guidance_scale")
+                .ok_or_else(|| Error::msg(format!("{name}: `sr_guidance_scale` is missing")))?
+                .as_f64()
+                .filter(|g| g.is_finite())
+                .ok_or_else(|| Error::msg(format!("{name}: `sr_guidance_scale` must be a finite number")))?,
+        };
+        c.finish()?;
+        Ok(idx)
+    }
+}
+
+/// A loaded cascade.
+pub struct Cascade {
+    pub tokenizer: Tokenizer,
+    pub text_encoder: ClipTextModel,
+    /// The base UNet (3 → 3 channels) and its scheduler.
+    pub unet: UNet,
+    pub scheduler: SchedulerConfig,
+    /// The SR UNet (6 → 3 channels, class label = noise level) and its scheduler.
+    pub sr_unet: UNet,
+    pub sr_scheduler: SchedulerConfig,
+    pub index: CascadeIndex,
+}
+
+/// The super-resolution stage of one run.
+#[derive(Clone, Debug)]
+pub struct SrRun {
+    pub steps: usize,
+    /// None: `model_index.json`'s `sr_guidance_scale`.
+    pub guidance: Option<f64>,
+    /// None: the class of `sr_scheduler/scheduler_config.json`.
+    pub scheduler: Option<schedulers::Kind>,
+    /// The augmentation noise `[1, 3, H, W]` (NCHW), shared by every row.
+    pub aug_noise: Vec<f32>,
+    /// The SR initial noise `[1, 3, H, W]` (NCHW), shared by every row.
+    pub latents: Vec<f32>,
+}
+
+/// What a cascade run produced, NCHW, row b = prompt b (an edit: source, then targets).
+#[derive(Clone, Debug)]
+pub struct CascadeOutput {
+    /// `[B, 3, h, w]`: the base stage's final samples (before clamping).
+    pub base: Vec<f32>,
+    /// `[B, 3, h, w]`: the base images in [0, 1].
+    pub base_images: Vec<f32>,
+    pub base_hw: (usize, usize),
+    /// `[B, 3, H, W]`: the SR stage's final samples.
+    pub sr: Vec<f32>,
+    /// `[B, 3, H, W]`: the final images in [0, 1].
+    pub images: Vec<f32>,
+    pub image_hw: (usize, usize),
+    /// Edits: as `sd_edit::Edited::attention` (maps of the base stage).
+    pub attention: Option<(Vec<f32>, usize, usize)>,
+    /// Edits: the last local-blend masks, `[B][h·w]`.
+    pub blend_masks: Option<Vec<Vec<f32>>>,
+}
+
+/// Rewrites a config error's leading file name (`unet/config.json`) to the component it came from.
+fn relabel(e: Error, from: &str, to: &str) -> Error {
+    match e {
+        Error::Msg(m) if m.starts_with(from) => Error::Msg(format!("{to}{}", &m[from.len()..])),
+        other => other,
+    }
+}
+
+impl Cascade {
+    /// Loads a cascade folder; every missing folder, file, option or tensor is named.
+    pub fn load(gpu: &Gpu, dir: &Path, o: &LoadOptions) -> Result<Cascade> {
+        if !dir.is_dir() {
+            return Err(Error::msg(format!("model folder {} does not exist", dir.display())));
+        }
+        let index = CascadeIndex::read(dir)?;
+        let variant = o.variant.as_deref();
+        let sub = |name: &str| -> Result<PathBuf> {
+            let p = dir.join(name);
+            if p.is_dir() { Ok(p) } else { Err(Error::msg(format!("{}: missing the {name}/ folder", dir.display()))) }
+        };
+        // Every folder first, so that a missing one is reported before any weights load.
+        let dirs: Vec<PathBuf> = ["text_encoder", "tokenizer", "unet", "scheduler", "sr_unet", "sr_scheduler"]
+            .iter()
+            .map(|n| sub(n))
+            .collect::<Result<_>>()?;
+        let text_encoder = ClipTextModel::load(gpu, &dirs[0], variant, o.dtype)?;
+        let tokenizer = Tokenizer::from_dir(&dirs[1], text_encoder.config.max_position_embeddings)?;
+        let unet = UNet::load(gpu, &dirs[2], variant, o.dtype)?;
+        let scheduler = SchedulerConfig::read(&dirs[3])?;
+        let sr_unet = UNet::load(gpu, &dirs[4], variant, o.dtype).map_err(|e| relabel(e, "unet/", "sr_unet/"))?;
+        let sr_scheduler = SchedulerConfig::read(&dirs[5]).map_err(|e| relabel(e, "scheduler/", "sr_scheduler/"))?;
+        let hidden = text_encoder.config.hidden_size;
+        for (name, u) in [("unet", &unet), ("sr_unet", &sr_unet)] {
+            if u.config.cross_attention_dim != hidden {
+                return Err(Error::msg(format!(
+                    "{name} cross_attention_dim {} does not match the text encoder's hidden_size {hidden}",
+                    u.config.cross_attention_dim
+                )));
+            }
+        }
+        let (bc, sc) = (&unet.config, &sr_unet.config);
+        if bc.in_channels != RGB || bc.out_channels != RGB || bc.class_embed.is_some() {
+            return Err(Error::msg(format!(
+                "unet/config.json: a cascade base maps 3 to 3 channels without class labels (found {} → {}{})",
+                bc.in_channels,
+                bc.out_channels,
+                if bc.class_embed.is_some() { ", with class_embed_type" } else { "" }
+            )));
+        }
+        if sc.in_channels != 2 * RGB || sc.out_channels != RGB {
+            return Err(Error::msg(format!(
+                "sr_unet/config.json: the SR stage maps 6 channels (x_t, upsampled base) to 3, found {} → {}",
+                sc.in_channels, sc.out_channels
+            )));
+        }
+        if sc.class_embed != Some(ClassEmbed::Timestep) {
+            return Err(Error::msg(
+                "sr_unet/config.json: the SR stage needs class_embed_type \"timestep\" (the noise-level embedding)",
+            ));
+        }
+        if index.sr_noise_level >= sr_scheduler.num_train_timesteps {
+            return Err(Error::msg(format!(
+                "model_index.json: sr_noise_level {} is beyond sr_scheduler's {} training timesteps",
+                index.sr_noise_level, sr_scheduler.num_train_timesteps
+            )));
+        }
+        Ok(Cascade { tokenizer, text_encoder, unet, scheduler, sr_unet, sr_scheduler, index })
+    }
+
+    /// The base stage (which edits apply to).
+    pub fn base(&self) -> Denoiser<'_> {
+        Denoiser {
+            tokenizer: &self.tokenizer,
+            text_encoder: &self.text_encoder,
+            unet: &self.unet,
+            scheduler: &self.scheduler,
+        }
+    }
+
+    /// The SR stage.
+    pub fn sr(&self) -> Denoiser<'_> {
+        Denoiser {
+            tokenizer: &self.tokenizer,
+            text_encoder: &self.text_encoder,
+            unet: &self.sr_unet,
+            scheduler: &self.sr_scheduler,
+        }
+    }
+
+    /// Text-to-image of `g.prompts` (base sampling as `g`, `g.latents` `[1, 3, h, w]`), then SR as `sr`.
+    /// `progress(done, total)` counts the UNet evaluations of both stages.
+    pub fn generate(
+        &self,
+        gpu: &Gpu,
+        g: &Generate,
+        sr: &SrRun,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<CascadeOutput> {
+        let (nb, ns) = (self.base().evaluations(g.scheduler, g.steps)?, self.sr().evaluations(sr.scheduler, sr.steps)?);
+        let base = self.base().generate(gpu, g, None, &mut |i, _| progress(i, nb + ns))?;
+        self.finish(gpu, &g.prompts, base, g.latent_hw, sr, &mut |i, _| progress(nb + i, nb + ns), None, None)
+    }
+
+    /// The edit `plan` on the base stage (as `r`, `r.latents` `[1, 3, h, w]`), then SR of every row, unedited.
+    pub fn edit(
+        &self,
+        gpu: &Gpu,
+        plan: &EditPlan,
+        r: &EditRun,
+        sr: &SrRun,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<CascadeOutput> {
+        let (nb, ns) = (self.base().evaluations(r.scheduler, r.steps)?, self.sr().evaluations(sr.scheduler, sr.steps)?);
+        let e = self.base().edit(gpu, plan, r, &mut |i, _| progress(i, nb + ns))?;
+        let p = &mut |i, _| progress(nb + i, nb + ns);
+        self.finish(gpu, &plan.prompts, e.samples, r.latent_hw, sr, p, e.attention, e.blend_masks)
+    }
+
+    /// From the base samples (NHWC) to the output: SR, decoding, NaN checks.
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &self,
+        gpu: &Gpu,
+        prompts: &[String],
+        base: Vec<f32>,
+        (h, w): (usize, usize),
+        sr: &SrRun,
+        progress: &mut dyn FnMut(usize, usize),
+        attention: Option<(Vec<f32>, usize, usize)>,
+        blend_masks: Option<Vec<Vec<f32>>>,
+    ) -> Result<CascadeOutput> {
+        let b = prompts.len();
+        finite(&base, "the base stage's output")?;
+        let y = self.super_resolve(gpu, prompts, &base, (h, w), sr, progress)?;
+        finite(&y, "the super-resolved image")?;
+        let (hh, ww) = (h * SR_SCALE, w * SR_SCALE);
+        let to01 = |v: &[f32]| -> Vec<f32> { v.iter().map(|&x| (x / 2.0 + 0.5).clamp(0.0, 1.0)).collect() };
+        let base = nhwc_to_nchw(&base, b, RGB, h, w);
+        let sr_out = nhwc_to_nchw(&y, b, RGB, hh, ww);
+        Ok(CascadeOutput {
+            base_images: to01(&base),
+            base,
+            base_hw: (h, w),
+            images: to01(&sr_out),
+            sr: sr_out,
+            image_hw: (hh, ww),
+            attention,
+            blend_masks,
+        })
+    }
+
+    /// The SR stage on base samples `base` (NHWC `[B, h, w, 3]`, one row per prompt): returns its final samples,
+    /// NHWC `[B, 4h, 4w, 3]`.
+    pub fn super_resolve(
+        &self,
+        gpu: &Gpu,
+        prompts: &[String],
+        base: &[f32],
+        (h, w): (usize, usize),
+        sr: &SrRun,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Vec<f32>> {
+        let b = prompts.len();
+        let (hh, ww) = (h * SR_SCALE, w * SR_SCALE);
+        if base.len() != b * h * w * RGB {
+            return Err(Error::shape(
+                "super-resolution",
+                format!("base holds {} values for [{b}, {h}, {w}, 3]", base.len()),
+            ));
+        }
+        if sr.aug_noise.len() != RGB * hh * ww {
+            return Err(Error::shape(
+                "super-resolution",
+                format!("augmentation noise holds {} values, expected [1, 3, {hh}, {ww}]", sr.aug_noise.len()),
+            ));
+        }
+        let clamped: Vec<f32> = base.iter().map(|v| v.clamp(-1.0, 1.0)).collect();
+        let up = upsample_bilinear(&clamped, b, h, w, RGB, SR_SCALE);
+        let noise = nchw_to_nhwc(&sr.aug_noise, 1, RGB, hh, ww);
+        let level = self.index.sr_noise_level;
+        let cond = augment(&self.sr_scheduler, &up, &noise, level)?;
+        let g = Generate {
+            prompts: prompts.to_vec(),
+            negative: String::new(),
+            steps: sr.steps,
+            guidance: sr.guidance.unwrap_or(self.index.sr_guidance_scale),
+            scheduler: sr.scheduler,
+            latents: sr.latents.clone(),
+            latent_hw: (hh, ww),
+        };
+        let k = StageCond { image: &cond, channels: RGB, class_label: Some(level as f32) };
+        self.sr().generate(gpu, &g, Some(&k), progress)
+    }
+}
+
+fn finite(v: &[f32], what: &str) -> Result<()> {
+    match v.iter().find(|x| !x.is_finite()) {
+        Some(bad) => Err(Error::msg(format!("{what} holds {bad} values (numeric overflow); no image written"))),
+        None => Ok(()),
+    }
+}
+
+/// Bilinear upsampling by an integer `scale` of NHWC `x` `[B, h, w, C]`, as torch's
+/// `F.interpolate(mode="bilinear", align_corners=False)`: source coordinate `(d + 0.5)/scale − 0.5`, clamped at 0,
+/// the right/bottom neighbour clamped to the edge.
+pub fn upsample_bilinear(x: &[f32], b: usize, h: usize, w: usize, c: usize, scale: usize) -> Vec<f32> {
+    // Per output index: (i0, i1, weight of i1), as torch computes it in f32.
+    let taps = |n: usize| -> Vec<(usize, usize, f32)> {
+        (0..n * scale)
+            .map(|d| {
+                let src = ((d as f32 + 0.5) / scale as f32 - 0.5).max(0.0);
+                let i0 = (src as usize).min(n - 1);
+                let i1 = if i0 < n - 1 { i0 + 1 } else { i0 };
+                (i0, i1, src - i0 as f32)
+            })
+            .collect()
+    };
+    let (ty, tx) = (taps(h), taps(w));
+    let (hh, ww) = (h * scale, w * scale);
+    let mut out = vec![0.0f32; b * hh * ww * c];
+    for n in 0..b {
+        let img = &x[n * h * w * c..(n + 1) * h * w * c];
+        for (oy, &(y0, y1, ly)) in ty.iter().enumerate() {
+            for (ox, &(x0, x1, lx)) in tx.iter().enumerate() {
+                let o = ((n * hh + oy) * ww + ox) * c;
+                for ch in 0..c {
+                    let p = |yy: usize, xx: usize| img[(yy * w + xx) * c + ch];
+                    out[o + ch] = (1.0 - ly) * ((1.0 - lx) * p(y0, x0) + lx * p(y0, x1))
+                        + ly * ((1.0 - lx) * p(y1, x0) + lx * p(y1, x1));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Noise augmentation (`scheduler.add_noise(x, noise, level)`): `sqrt(ᾱ_L)·x + sqrt(1 − ᾱ_L)·noise` for every row
+/// of NHWC `x` `[B, …]`, with one `noise` row shared by all.
+pub fn augment(sched: &SchedulerConfig, x: &[f32], noise: &[f32], level: usize) -> Result<Vec<f32>> {
+    let acp = sched.alphas_cumprod();
+    let a = *acp
+        .get(level)
+        .ok_or_else(|| Error::msg(format!("noise level {level} is beyond the schedule's {} timesteps", acp.len())))?;
+    if noise.is_empty() || !x.len().is_multiple_of(noise.len()) {
+        return Err(Error::shape("augment", format!("{} values with a noise row of {}", x.len(), noise.len())));
+    }
+    let (sa, sb) = (a.sqrt(), (1.0 - a).sqrt());
+    Ok(x.iter().zip(noise.iter().cycle()).map(|(&v, &n)| (sa * v as f64 + sb * n as f64) as f32).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bilinear_matches_torch_on_a_ramp() {
+        // torch: F.interpolate(torch.tensor([[[[0., 1.]]]]), scale_factor=4, mode="bilinear", align_corners=False)
+        // → [0, 0, 0.125, 0.375, 0.625, 0.875, 1, 1] along the row.
+        // (A 1-pixel-high input gives 4 equal rows.)
+        let up = upsample_bilinear(&[0.0, 1.0], 1, 1, 2, 1, 4);
+        let row = [0.0, 0.0, 0.125, 0.375, 0.625, 0.875, 1.0, 1.0];
+        assert_eq!(up, row.repeat(4));
+    }
+}
