@@ -429,15 +429,27 @@ fn run_cascade(gpu: &Gpu, j: Job, progress: &mut dyn FnMut(usize, usize)) -> Res
     })
 }
 
+/// The shipped default model: `models/default` under the working folder, else under the source tree the binary
+/// was built from (so `cargo run` and `target/release/p2p-wgpu` find it on the machine that built them).
+pub fn default_model() -> Option<PathBuf> {
+    let rel = Path::new("models").join("default");
+    [rel.clone(), Path::new(env!("CARGO_MANIFEST_DIR")).join(&rel)]
+        .into_iter()
+        .find(|d| d.join("model_index.json").is_file())
+}
+
 /// Runs the main command.
 pub fn run(a: &GenerateArgs, adapter: Option<String>) -> Result<()> {
     let prompt = a.prompt.clone().ok_or_else(|| Error::msg("--prompt is required"))?;
-    let model = a.model.clone().ok_or_else(|| {
-        Error::msg(
-            "--model DIR is required (a diffusers Stable Diffusion folder or a P2P cascade folder); there is no \
-             embedded default model yet",
-        )
-    })?;
+    let model = match a.model.clone() {
+        Some(m) => m,
+        None => default_model().ok_or_else(|| {
+            Error::msg(
+                "--model DIR is required: no default model found (models/default in the working folder or in the \
+                 source tree this binary was built from)",
+            )
+        })?,
+    };
     if a.steps == 0 || a.steps > 1000 {
         return Err(Error::msg(format!("--steps must be between 1 and 1000, got {}", a.steps)));
     }
