@@ -23,7 +23,7 @@ use super::pictures::{attention_grid, captioned_grid, mask_grid, token_label};
 pub struct GenerateArgs {
     /// Model folder: a diffusers Stable Diffusion folder (model_index.json, unet/, text_encoder/, vae/, tokenizer/,
     /// scheduler/), or a pixel cascade (model_index.json `P2PCascadePipeline`: base unet/ + scheduler/, then
-    /// super-resolution sr_unet/ + sr_scheduler/).
+    /// super-resolution sr_unet/ + sr_scheduler/). Default: the shipped models/default, when present.
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
     /// The prompt.
