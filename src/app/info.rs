@@ -52,13 +52,8 @@ pub fn run(a: &InfoArgs, adapter: Option<String>) -> Result<()> {
     let s = sd.unet.config.sample_size;
     let c = sd.unet.config.in_channels;
     // Record (not run) one UNet call and one decode; their arenas are the planned activation memory.
-    let mut cx = Ctx::new(&gpu, dtype);
-    let x = cx.alloc(&[2 * b, s, s, c])?;
-    let ts = cx.alloc_as(&[2 * b], DType::F32)?;
-    let text =
-        cx.alloc(&[2 * b, sd.text_encoder.config.max_position_embeddings, sd.text_encoder.config.hidden_size])?;
-    let _ = sd.unet.forward(&mut cx, &x, &ts, &text)?;
-    let (unet_bytes, unet_largest) = cx.arena.created_bytes();
+    let text = (sd.text_encoder.config.max_position_embeddings, sd.text_encoder.config.hidden_size);
+    let (unet_bytes, unet_largest) = unet_plan(&gpu, &sd.unet, text, b, s, c, dtype)?;
     let mut vx = Ctx::new(&gpu, sd.vae.dtype);
     let z = vx.alloc(&[b, s, s, c])?;
     let _ = sd.vae.forward(&mut vx, &z)?;

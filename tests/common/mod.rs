@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 use std::sync::OnceLock;
 
+use p2p_wgpu::app::noise::SplitMix64;
 use p2p_wgpu::gpu::{Gpu, GpuOptions};
 use p2p_wgpu::tensor::{DType, Tensor};
 
@@ -20,19 +21,15 @@ pub fn dtypes() -> Vec<DType> {
     if gpu().has_f16() { vec![DType::F32, DType::F16] } else { vec![DType::F32] }
 }
 
-/// SplitMix64: a small seeded generator, so failures reproduce.
-pub struct Rng(u64);
+/// A seeded generator over the crate's SplitMix64 (`app::noise`), so failures reproduce.
+pub struct Rng(SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+        Rng(SplitMix64::new(seed ^ 0x9E37_79B9_7F4A_7C15))
     }
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     /// Uniform in [-1, 1).
     pub fn uniform(&mut self) -> f32 {
