@@ -217,6 +217,12 @@ class EMA:
             m.load_state_dict(sd[k])
 
 
+def budget_spent(step: int, elapsed: float, steps, minutes: float) -> bool:
+    """Whether a stage's step budget (if given) or time budget is used up; a finished stage with a larger budget
+    continues from its checkpoint (optimizer, EMA and data/noise streams included)."""
+    return step >= steps if steps is not None else elapsed >= minutes * 60
+
+
 def lr_at(step: int, lr: float, warmup: int) -> float:
     return lr * min(1.0, (step + 1) / warmup)
 
@@ -245,7 +251,7 @@ def train_base(args, work: Path, tok: CLIPTokenizer) -> None:
         te.load_state_dict(ck["te"]); unet.load_state_dict(ck["unet"]); opt.load_state_dict(ck["opt"])
         ema.load_state_dict(ck["ema"]); step, elapsed, losses = ck["step"], ck["elapsed"], ck["losses"]
         rng = ck["rng"]; gen.set_state(ck["gen"])
-        if ck.get("done"):
+        if ck.get("done") and budget_spent(step, elapsed, args.base_steps, args.base_minutes):
             log(work, f"base: already done at step {step}")
             return
         log(work, f"base: resumed at step {step} ({elapsed / 60:.1f} min)")
@@ -325,7 +331,7 @@ def train_sr(args, work: Path, tok: CLIPTokenizer) -> None:
         unet.load_state_dict(ck["unet"]); opt.load_state_dict(ck["opt"]); ema.load_state_dict(ck["ema"])
         step, elapsed, losses = ck["step"], ck["elapsed"], ck["losses"]
         rng = ck["rng"]; gen.set_state(ck["gen"])
-        if ck.get("done"):
+        if ck.get("done") and budget_spent(step, elapsed, args.sr_steps, args.sr_minutes):
             log(work, f"sr: already done at step {step}")
             return
         log(work, f"sr: resumed at step {step} ({elapsed / 60:.1f} min)")

@@ -3,6 +3,7 @@
 //! (guided) model output and the current sample to the next sample.
 pub mod ddim;
 pub mod pndm;
+pub mod program;
 
 use std::path::Path;
 
@@ -13,6 +14,7 @@ use crate::models::config::Config;
 
 pub use ddim::Ddim;
 pub use pndm::Pndm;
+pub use program::{Dst, LinOp, Slot, Term};
 
 /// What the model predicts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,6 +151,18 @@ pub trait Scheduler {
     /// Scale of the initial noise (1 for PNDM and DDIM).
     fn init_noise_sigma(&self) -> f64 {
         1.0
+    }
+    /// Factor on the sample before UNet evaluation `index` (`scale_model_input`; 1 except for Euler).
+    fn input_scale(&self, _index: usize) -> f64 {
+        1.0
+    }
+    /// How many history vectors ([`Slot::Hist`]) the step programs use.
+    fn history_slots(&self) -> usize {
+        0
+    }
+    /// The step after UNet evaluation `index` as a program (see [`program`]); evaluations run in order.
+    fn program(&mut self, index: usize) -> Result<Vec<LinOp>> {
+        Err(Error::msg(format!("this scheduler has no step program (step {index})")))
     }
 }
 
