@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 import diffusers
 import transformers
-from diffusers import DDIMScheduler, DDPMScheduler, PNDMScheduler, UNet2DConditionModel
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -394,13 +394,8 @@ def train_sr(args, work: Path, tok: CLIPTokenizer) -> None:
 # export
 
 
-def pndm_config() -> dict:
-    return dict(**BETAS, skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False, prediction_type="epsilon",
-                timestep_spacing="leading", trained_betas=None)
-
-
 def ddim_config() -> dict:
-    return dict(**BETAS, clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
+    return dict(**BETAS, clip_sample=True, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
                 timestep_spacing="leading", trained_betas=None)
 
 
@@ -437,12 +432,9 @@ def export(args, work: Path) -> dict:
     (tdir / "special_tokens_map.json").write_text(json.dumps({
         "bos_token": plain("<|startoftext|>"), "eos_token": plain("<|endoftext|>"), "pad_token": "<|endoftext|>",
         "unk_token": plain("<|endoftext|>")}, indent=2) + "\n")
-    PNDMScheduler(**pndm_config()).save_pretrained(out / "scheduler")
-    # SD 1.x ships `clip_sample: false` in its PNDM config (PNDM ignores it; DDIMScheduler.from_config reads it)
-    sc = out / "scheduler" / "scheduler_config.json"
-    cfg = json.loads(sc.read_text())
-    cfg["clip_sample"] = False
-    sc.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    # Both stages sample with DDIM and x0 clipped to [-1, 1] (pixel-space models): on the CPU-trained model this
+    # gives clean objects where PNDM (no clipping) leaves saturated colour fields (runs/ log, 2026-11-26).
+    DDIMScheduler(**ddim_config()).save_pretrained(out / "scheduler")
     DDIMScheduler(**ddim_config()).save_pretrained(out / "sr_scheduler")
     index = {
         "_class_name": "P2PCascadePipeline",
@@ -450,7 +442,7 @@ def export(args, work: Path) -> dict:
         "text_encoder": ["transformers", "CLIPTextModel"],
         "tokenizer": ["transformers", "CLIPTokenizer"],
         "unet": ["diffusers", "UNet2DConditionModel"],
-        "scheduler": ["diffusers", "PNDMScheduler"],
+        "scheduler": ["diffusers", "DDIMScheduler"],
         "sr_unet": ["diffusers", "UNet2DConditionModel"],
         "sr_scheduler": ["diffusers", "DDIMScheduler"],
         "sr_noise_level": args.sr_noise_level,
@@ -473,7 +465,7 @@ def load_exported(folder: str | Path, dtype=torch.float32):
     te = CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=dtype).eval()
     unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=dtype).eval()
     sr = UNet2DConditionModel.from_pretrained(folder / "sr_unet", torch_dtype=dtype).eval()
-    sched = PNDMScheduler.from_pretrained(folder / "scheduler")
+    sched = DDIMScheduler.from_pretrained(folder / "scheduler")
     sr_sched = DDIMScheduler.from_pretrained(folder / "sr_scheduler")
     index = json.loads((folder / "model_index.json").read_text())
     return dict(tok=tok, te=te, unet=unet, sr=sr, sched=sched, sr_sched=sr_sched, index=index)

@@ -1,8 +1,14 @@
 //! diffusers' `DDIMScheduler` with eta = 0 (deterministic), "leading" timestep spacing, epsilon or v-prediction,
 //! optional clipping of the predicted x0, and `set_alpha_to_one` for the final step.
+//!
+//! One step: x0 = (x − √(1−ᾱ_t)·ε)/√ᾱ_t (v-prediction: x0 = √ᾱ_t·x − √(1−ᾱ_t)·v, ε = √ᾱ_t·v + √(1−ᾱ_t)·x),
+//! x0 clamped with `clip_sample`, then x' = √ᾱ_prev·x0 + √(1−ᾱ_prev)·ε. Without clipping this is one linear
+//! combination of x and the output; with clipping, x0 goes through history slot 0 (scratch, written and read within
+//! the step).
 use crate::error::{Error, Result};
 
-use super::{Prediction, Scheduler, SchedulerConfig};
+use super::program::Dst;
+use super::{LinOp, Prediction, Scheduler, SchedulerConfig, Slot, Spacing, host_step, no_step};
 
 pub struct Ddim {
     timesteps: Vec<usize>,
@@ -11,18 +17,25 @@ pub struct Ddim {
     ratio: usize,
     prediction: Prediction,
     clip: Option<f64>,
+    hist: Vec<Vec<f64>>,
 }
 
 impl Ddim {
     pub fn new(cfg: &SchedulerConfig, steps: usize) -> Result<Ddim> {
+        cfg.require_leading("DDIMScheduler", Spacing::Leading)?;
         let acp = cfg.alphas_cumprod();
+        let timesteps = cfg.leading_timesteps(steps)?;
+        if let Some(&t) = timesteps.iter().find(|&&t| t >= acp.len()) {
+            return Err(Error::msg(format!("DDIM: timestep {t} is beyond the schedule's {} timesteps", acp.len())));
+        }
         Ok(Ddim {
-            timesteps: cfg.leading_timesteps(steps)?,
-            final_acp: cfg.final_alpha_cumprod(&acp),
+            timesteps,
+            final_acp: cfg.final_alpha_cumprod(&acp, true),
             acp,
             ratio: cfg.num_train_timesteps / steps,
             prediction: cfg.prediction_type,
-            clip: cfg.clip_sample.then_some(cfg.clip_sample_range),
+            clip: cfg.clip_sample.unwrap_or(true).then_some(cfg.clip_sample_range),
+            hist: Vec::new(),
         })
     }
 }
@@ -32,28 +45,38 @@ impl Scheduler for Ddim {
         &self.timesteps
     }
 
-    fn step(&mut self, index: usize, out: &[f32], x: &[f32]) -> Result<Vec<f32>> {
-        let t = *self.timesteps.get(index).ok_or_else(|| Error::msg(format!("DDIM: no step {index}")))?;
-        if out.len() != x.len() {
-            return Err(Error::shape("DDIM step", format!("{} model outputs for {} samples", out.len(), x.len())));
-        }
-        let a_t = *self.acp.get(t).ok_or_else(|| Error::msg(format!("DDIM: timestep {t} beyond the schedule")))?;
+    fn history_slots(&self) -> usize {
+        usize::from(self.clip.is_some())
+    }
+
+    fn program(&mut self, index: usize) -> Result<Vec<LinOp>> {
+        let t = *self.timesteps.get(index).ok_or_else(|| no_step("DDIM", index, self.timesteps.len()))?;
+        let a_t = self.acp[t];
         let a_prev = if t >= self.ratio { self.acp[t - self.ratio] } else { self.final_acp };
         let (sa, sb) = (a_t.sqrt(), (1.0 - a_t).sqrt());
         let (sa_prev, sb_prev) = (a_prev.sqrt(), (1.0 - a_prev).sqrt());
-        Ok(x.iter()
-            .zip(out)
-            .map(|(&x, &o)| {
-                let (x, o) = (x as f64, o as f64);
-                let (mut x0, eps) = match self.prediction {
-                    Prediction::Epsilon => ((x - sb * o) / sa, o),
-                    Prediction::VPrediction => (sa * x - sb * o, sa * o + sb * x),
-                };
-                if let Some(r) = self.clip {
-                    x0 = x0.clamp(-r, r);
-                }
-                (sa_prev * x0 + sb_prev * eps) as f32
-            })
-            .collect())
+        // x0 and ε as (coefficient of x, coefficient of the output).
+        let (x0, eps) = match self.prediction {
+            Prediction::Epsilon => ((1.0 / sa, -sb / sa), (0.0, 1.0)),
+            Prediction::VPrediction => ((sa, -sb), (sb, sa)),
+        };
+        Ok(match self.clip {
+            None => vec![LinOp::new(
+                Dst::X,
+                &[(sa_prev * x0.0 + sb_prev * eps.0, Slot::X), (sa_prev * x0.1 + sb_prev * eps.1, Slot::Out)],
+            )],
+            Some(r) => vec![
+                LinOp::new(Dst::Hist(0), &[(x0.0, Slot::X), (x0.1, Slot::Out)]).clamped(Some(r)),
+                LinOp::new(
+                    Dst::X,
+                    &[(sa_prev, Slot::Hist(0)), (sb_prev * eps.0, Slot::X), (sb_prev * eps.1, Slot::Out)],
+                ),
+            ],
+        })
+    }
+
+    fn step(&mut self, index: usize, out: &[f32], x: &[f32]) -> Result<Vec<f32>> {
+        let ops = self.program(index)?;
+        host_step("DDIM step", &ops, &mut self.hist, out, x)
     }
 }
