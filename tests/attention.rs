@@ -12,7 +12,8 @@ mod common;
 use common::*;
 use p2p_wgpu::ops::Recording;
 use p2p_wgpu::ops::attention::{
-    AttentionOpts, CrossEdit, CrossEditOpts, EditData, Inject, Store, attention, cross_attention_edit,
+    AttentionOpts, CrossEdit, CrossEditOpts, EditData, FlashCore, Inject, Store, attention, attention_with,
+    cross_attention_edit,
 };
 use p2p_wgpu::tensor::{DType, Tensor};
 
@@ -162,18 +163,34 @@ fn run_attention(s: Dims, scale: Option<f32>, inject: Option<Inject>, seed: u64)
 }
 
 fn run_attention_masked(s: Dims, scale: Option<f32>, inject: Option<Inject>, causal: bool, seed: u64) {
+    run_attention_core(s, scale, inject, causal, seed, None, &dtypes());
+}
+
+/// `run_attention_masked` in `dts` with the flash kernel given (`None`: the op's choice).
+fn run_attention_core(
+    s: Dims,
+    scale: Option<f32>,
+    inject: Option<Inject>,
+    causal: bool,
+    seed: u64,
+    core: Option<FlashCore>,
+    dts: &[DType],
+) {
     let gpu = gpu();
-    for dt in dtypes() {
+    for &dt in dts {
         let mut rng = Rng::new(seed);
         let x = inputs(s, dt, &mut rng);
         let out = poisoned(&[s.b, s.nq, s.c()], dt);
         let opts = AttentionOpts { heads: s.heads, scale, inject, causal };
         let mut rec = Recording::new();
-        attention(gpu, &mut rec, &x.tq, &x.tk, &x.tv, &out, &opts).unwrap();
+        match core {
+            Some(core) => attention_with(gpu, &mut rec, &x.tq, &x.tk, &x.tv, &out, &opts, core).unwrap(),
+            None => attention(gpu, &mut rec, &x.tq, &x.tk, &x.tv, &out, &opts).unwrap(),
+        }
         gpu.run(&rec).unwrap();
         let sc = scale.map_or(1.0 / (s.d as f64).sqrt(), |v| v as f64);
         let want = attention_ref_masked(s, &x, sc, inject, causal);
-        let name = format!("attention {dt:?} {s:?} scale {scale:?} {inject:?} causal {causal}");
+        let name = format!("attention {dt:?} {s:?} scale {scale:?} {inject:?} causal {causal} {core:?}");
         check_e(&name, &download(&out), &want, tol(dt));
     }
 }
@@ -239,6 +256,68 @@ fn flash_injection() {
     assert!(
         rel_l2(&rows_of(&inj, row, 2..4).iter().map(|&v| v as f32).collect::<Vec<_>>(), &plain[2 * row..4 * row]) > 0.1
     );
+}
+
+/// The cooperative-matrix flash kernel with emulated fragments (`FlashCore::CoopEmu`, f16): head dims whose
+/// padding differs (40 → 48, 12 → 16) or not (64, 32), ragged query and key blocks over several key blocks,
+/// self-attention injection, the causal mask and a custom scale. Lavapipe's 32 KiB of workgroup memory holds the
+/// emulation up to D = 64 with 32-key blocks; the 64-key blocks and larger dims are validated by naga only.
+#[test]
+fn flash_coop_emulated() {
+    let gpu = gpu();
+    if !gpu.has_f16() {
+        return;
+    }
+    let f16 = [DType::F16];
+    let emu = Some(FlashCore::CoopEmu { bkv: 32 });
+    run_attention_core(dims(2, 70, 77, 2, 40), None, None, false, 600, emu, &f16);
+    run_attention_core(dims(1, 65, 130, 1, 64), Some(0.2), None, false, 601, emu, &f16);
+    run_attention_core(
+        dims(5, 33, 33, 1, 16),
+        None,
+        Some(Inject { src: 1, first: 2, count: 2 }),
+        false,
+        602,
+        emu,
+        &f16,
+    );
+    run_attention_core(dims(2, 77, 77, 2, 64), None, None, true, 603, emu, &f16);
+    run_attention_core(dims(1, 1, 1, 1, 12), None, None, false, 604, emu, &f16);
+    run_attention_core(
+        dims(4, 64, 64, 2, 32),
+        None,
+        Some(Inject { src: 2, first: 3, count: 1 }),
+        false,
+        605,
+        emu,
+        &f16,
+    );
+}
+
+/// The real cooperative-matrix flash kernel, both key blocks, where the adapter has cooperative matrices (and the
+/// workgroup memory); elsewhere nothing runs here and `flash_coop_emulated` stands in.
+#[test]
+fn flash_coop_real() {
+    let gpu = gpu();
+    let f16 = [DType::F16];
+    for bkv in [32, 64] {
+        let core = FlashCore::Coop { bkv };
+        for (i, d) in [40, 64, 80, 160].into_iter().enumerate() {
+            let s = dims(4, 70, 130, 2, d);
+            let x = inputs(s, DType::F16, &mut Rng::new(1));
+            let out = poisoned(&[s.b, s.nq, s.c()], DType::F16);
+            let probe =
+                attention_with(gpu, &mut Recording::new(), &x.tq, &x.tk, &x.tv, &out, &AttentionOpts::heads(2), core);
+            if let Err(e) = probe {
+                eprintln!("{core:?} at head dim {d} does not run on {}: {e}", gpu.info.name);
+                continue;
+            }
+            let seed = 700 + 10 * i as u64 + bkv as u64;
+            run_attention_core(s, None, None, false, seed, Some(core), &f16);
+            run_attention_core(s, None, Some(Inject { src: 2, first: 3, count: 1 }), false, seed + 1, Some(core), &f16);
+            run_attention_core(dims(1, 77, 77, 2, d), None, None, true, seed + 2, Some(core), &f16);
+        }
+    }
 }
 
 /// Random edit data: α per token from {0, 1, 0.3, 0.75}, eq in [-1.5, 2.5] (some exactly 1), r in [0, 1], and a

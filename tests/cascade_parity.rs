@@ -214,27 +214,63 @@ fn cli_edit_source_row_is_the_plain_generation() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
+/// Copies the fixture model to `to`, leaving out the entry `skip`.
+fn copy_model(to: &Path, skip: &str) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(model()).unwrap() {
+        let p = entry.unwrap().path();
+        let name = p.file_name().unwrap().to_owned();
+        if name == skip {
+            continue;
+        }
+        if p.is_dir() {
+            std::fs::create_dir_all(to.join(&name)).unwrap();
+            for f in std::fs::read_dir(&p).unwrap() {
+                let f = f.unwrap().path();
+                std::fs::copy(&f, to.join(&name).join(f.file_name().unwrap())).unwrap();
+            }
+        } else {
+            std::fs::copy(&p, to.join(&name)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn model_guidance_scale_is_the_default_guidance() {
+    let d = tmp("guidance");
+    let with = d.join("model");
+    copy_model(&with, "");
+    let index = with.join("model_index.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&index).unwrap()).unwrap();
+    v["guidance_scale"] = serde_json::json!(3.0);
+    std::fs::write(&index, v.to_string()).unwrap();
+    let base = ["--prompt", "a red circle", "--steps", "3", "--sr-steps", "2", "--seed", "5", "--save-raw"];
+    let (a, b, c) = (d.join("a"), d.join("b"), d.join("c"));
+    let m = model();
+    let runs: [(&Path, &Path, &[&str]); 3] =
+        [(&with, &a, &[]), (&m, &b, &["--guidance", "3"]), (&with, &c, &["--guidance", "7.5"])];
+    for (model, out, extra) in runs {
+        let mut args = base.to_vec();
+        args.extend(["--model", model.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        args.extend(extra);
+        ok(&args);
+    }
+    let (ia, ib, ic) = (raw(&a, "base_images"), raw(&b, "base_images"), raw(&c, "base_images"));
+    assert_eq!(ia, ib, "model_index.json's guidance_scale 3 must act as --guidance 3");
+    assert!(rel_l2(&ic, &wide(&ia)) > 1e-3, "--guidance must override the model's guidance_scale");
+    v["guidance_scale"] = serde_json::json!("high");
+    std::fs::write(&index, v.to_string()).unwrap();
+    let o = run(&["--model", with.to_str().unwrap(), "--prompt", "a red circle", "--out", a.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("guidance_scale"), "{err}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
 #[test]
 fn cascade_without_sr_unet_is_a_one_line_error() {
     let d = tmp("broken");
     let broken = d.join("model");
-    std::fs::create_dir_all(&broken).unwrap();
-    for entry in std::fs::read_dir(model()).unwrap() {
-        let p = entry.unwrap().path();
-        let name = p.file_name().unwrap().to_owned();
-        if name == "sr_unet" {
-            continue;
-        }
-        if p.is_dir() {
-            std::fs::create_dir_all(broken.join(&name)).unwrap();
-            for f in std::fs::read_dir(&p).unwrap() {
-                let f = f.unwrap().path();
-                std::fs::copy(&f, broken.join(&name).join(f.file_name().unwrap())).unwrap();
-            }
-        } else {
-            std::fs::copy(&p, broken.join(&name)).unwrap();
-        }
-    }
+    copy_model(&broken, "sr_unet");
     let out = d.join("out");
     let o = run(&[
         "--model",

@@ -115,7 +115,7 @@ fn bad_input_is_one_clear_line() {
     one_line_error(&run(&["--model", m, "--prompt", "x", "--steps", "0", "--out", o]), 1, "--steps");
     one_line_error(&run(&["--model", m, "--prompt", "x", "--guidance", "NaN", "--out", o]), 1, "--guidance");
     // Unknown scheduler: a usage error.
-    let u = run(&["--model", m, "--prompt", "x", "--scheduler", "euler", "--out", o]);
+    let u = run(&["--model", m, "--prompt", "x", "--scheduler", "heun", "--out", o]);
     assert_eq!(u.status.code(), Some(2));
     // Latent file of the wrong shape.
     let lat = dir.join("lat.safetensors");
@@ -195,5 +195,57 @@ fn bad_input_is_one_clear_line() {
     }
     one_line_error(&run(&["--model", notok.to_str().unwrap(), "--prompt", "x", "--out", o]), 1, "fourier");
     assert!(!out.join("source.png").exists(), "no image may be written on error");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Precision and decode flags on the tiny fixture. The default on a CPU adapter (lavapipe, CI) is f32, the same
+/// image as `--f32`; on a GPU with SHADER_F16 it is f16, the same image as `--f16`. `--f16` (text encoder and UNet
+/// in f16) stays within relative L2 1e-2 of `--f32` (f16 storage rounds weights and activations to ~5e-4
+/// relative; the fixture's 2 steps through both networks measured 6.4e-4 on lavapipe), and `--vae-f16` as well
+/// (7.4e-4). `--vae-tile` decodes 4×4-latent tiles (the fixture's 8×8 latent halved), finite and within 0.6 of
+/// the whole decode (0.13 measured on the [0, 1] images; group norms over a tile, see tests/vae_tiles.rs).
+#[test]
+fn precision_and_decode_flags() {
+    let dir = tmp("precision");
+    let model = fixtures().join("sd1-tiny");
+    let m = model.to_str().unwrap();
+    let base = ["--model", m, "--prompt", "a red bicycle on a hill", "--seed", "3", "--steps", "2", "--save-raw"];
+    let run_with = |extra: &[&str], name: &str| {
+        let out = dir.join(name);
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--out", out.to_str().unwrap()]);
+        let o = run(&args);
+        assert!(o.status.success(), "{extra:?}: {}", String::from_utf8_lossy(&o.stderr));
+        read(&out.join("raw.safetensors"), "images")
+    };
+    let wide = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+    let f32_img = run_with(&["--f32"], "f32");
+    let default = run_with(&[], "default");
+    let gpu = common::gpu();
+    let f16_default = p2p_wgpu::models::sd::LoadOptions::default_dtype(gpu) == p2p_wgpu::DType::F16;
+    if gpu.has_f16() {
+        let f16_img = run_with(&["--f16"], "f16");
+        let e = rel_l2(&f16_img, &wide(&f32_img));
+        eprintln!("--f16 vs --f32: relative L2 {e:.2e}");
+        assert!(e < 1e-2, "--f16 vs --f32: relative L2 {e}");
+        assert_eq!(default, if f16_default { f16_img } else { f32_img.clone() });
+        let vae16 = run_with(&["--f16", "--vae-f16"], "vae16");
+        let e = rel_l2(&vae16, &wide(&f32_img));
+        eprintln!("--f16 --vae-f16 vs --f32: relative L2 {e:.2e}");
+        assert!(e < 1e-2, "--vae-f16 vs --f32: relative L2 {e}");
+    } else {
+        assert_eq!(default, f32_img);
+    }
+    let tiled = run_with(&["--f32", "--vae-tile"], "tiled");
+    assert!(tiled.iter().all(|v| v.is_finite()));
+    let e = rel_l2(&tiled, &wide(&f32_img));
+    eprintln!("--vae-tile vs whole: relative L2 {e:.3}");
+    assert!(e > 0.0 && e < 0.6, "--vae-tile vs whole: relative L2 {e}");
+    // A tile as large as the image is the whole decode.
+    assert_eq!(run_with(&["--f32", "--vae-tile", "--vae-tile-size", "16"], "tile16"), f32_img);
+    let o = dir.join("bad").to_str().unwrap().to_string();
+    one_line_error(&run(&["--model", m, "--prompt", "x", "--vae-tile-size", "7", "--out", &o]), 1, "--vae-tile-size");
+    assert_eq!(run(&["--model", m, "--prompt", "x", "--f16", "--f32", "--out", &o]).status.code(), Some(2));
     std::fs::remove_dir_all(&dir).unwrap();
 }

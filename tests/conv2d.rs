@@ -3,8 +3,10 @@
 mod common;
 
 use common::*;
-use p2p_wgpu::ops::conv2d::{Conv2dOpts, conv2d, oihw_to_ohwi, out_size};
+use p2p_wgpu::gpu::tiles::{GemmTile, TilePlan};
+use p2p_wgpu::ops::conv2d::{Conv2dOpts, conv2d, conv2d_with, oihw_to_ohwi, out_size};
 use p2p_wgpu::ops::{Activation, Recording};
+use p2p_wgpu::tensor::DType;
 
 #[allow(clippy::too_many_arguments)]
 fn reference(
@@ -77,8 +79,27 @@ fn run_padded(
     fused: bool,
     seed: u64,
 ) {
+    run_tiled(b, h, w, cin, cout, k, stride, (pad, pad_end), fused, seed, None, &dtypes());
+}
+
+/// `run_padded` in `dts` with a forced GEMM tile plan (`None`: the adapter's own choice).
+#[allow(clippy::too_many_arguments)]
+fn run_tiled(
+    b: usize,
+    h: usize,
+    w: usize,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    (pad, pad_end): (usize, usize),
+    fused: bool,
+    seed: u64,
+    plan: Option<TilePlan>,
+    dts: &[DType],
+) {
     let gpu = gpu();
-    for dt in dtypes() {
+    for &dt in dts {
         let mut rng = Rng::new(seed);
         let (tx, x) = upload(&[b, h, w, cin], dt, &rng.vec(b * h * w * cin, 1.0));
         let w_oihw = quantize(&rng.vec(cout * cin * k * k, 1.0 / ((cin * k * k) as f32).sqrt()), dt);
@@ -91,7 +112,10 @@ fn run_padded(
         let opts =
             Conv2dOpts { stride, pad, pad_end, bias: fused.then_some(&tbias), act, residual: fused.then_some(&tres) };
         let mut rec = Recording::new();
-        conv2d(gpu, &mut rec, &tx, &tw, &out, &opts).unwrap();
+        match plan {
+            Some(plan) => conv2d_with(gpu, &mut rec, &tx, &tw, &out, &opts, plan).unwrap(),
+            None => conv2d(gpu, &mut rec, &tx, &tw, &out, &opts).unwrap(),
+        }
         gpu.run(&rec).unwrap();
         let want = reference(
             &x,
@@ -105,7 +129,10 @@ fn run_padded(
             (pad, pad_end),
         );
         check(
-            &format!("{dt:?} conv {b}x{h}x{w}x{cin} -> {cout} k{k} s{stride} p{pad}+{pad_end} fused{fused}"),
+            &format!(
+                "{dt:?} conv {b}x{h}x{w}x{cin} -> {cout} k{k} s{stride} p{pad}+{pad_end} fused{fused} tile {}",
+                plan.map_or("auto".to_string(), |p| p.large.name())
+            ),
             &download(&out),
             &want,
             tol(dt),
@@ -134,4 +161,26 @@ fn sd15_shapes() {
     run(1, 4, 4, 640, 640, 3, 1, 1, false, 12);
     run(1, 8, 8, 320, 320, 3, 2, 1, false, 13);
     run(1, 8, 8, 320, 640, 1, 1, 0, true, 14);
+}
+
+/// Other GEMM tiles than the adapter's choice under the implicit-GEMM loader, with vector loads where Cin allows: a
+/// portable 128×64 tile with 8×4 outputs per invocation (f32), and the fast cooperative-matrix core with emulated
+/// fragments (f16), each on a 3×3 stride-1 convolution with Cin a multiple of 4 (vec4 bindings), a stride-2 one
+/// with odd Cin (scalar), and a 1×1 one.
+#[test]
+fn other_tiles() {
+    let gpu = gpu();
+    let mut plans = vec![(GemmTile::tiled(128, 64, 16, 8, 4), DType::F32)];
+    if gpu.has_f16() {
+        plans.push((GemmTile::coop_emu(2, 32), DType::F16));
+    }
+    for (tile, dt) in plans {
+        if tile.check(gpu, dt).is_err() {
+            continue;
+        }
+        let p = Some(TilePlan { large: tile, small: tile, vec4: true });
+        run_tiled(2, 9, 7, 8, 20, 3, 1, (1, 0), true, 20, p, &[dt]);
+        run_tiled(1, 9, 8, 5, 36, 3, 2, (1, 0), true, 21, p, &[dt]);
+        run_tiled(1, 6, 6, 12, 70, 1, 1, (0, 0), true, 22, p, &[dt]);
+    }
 }

@@ -1,9 +1,11 @@
 //! GEMM / linear kernels against an f64 CPU reference: odd shapes, size-1 dimensions, batched and shared B,
-//! transposed B, fused bias + activation + residual, f32 and f16 storage, NaN-poisoned outputs.
+//! transposed B, fused bias + activation + residual, f32 and f16 storage, NaN-poisoned outputs; the adapter's own
+//! tile choice and every other portable tile.
 mod common;
 
 use common::*;
-use p2p_wgpu::ops::matmul::{MatmulOpts, matmul};
+use p2p_wgpu::gpu::tiles::{GemmTile, TilePlan, all_tiles};
+use p2p_wgpu::ops::matmul::{MatmulOpts, matmul, matmul_with, tile_plan};
 use p2p_wgpu::ops::{Activation, Recording};
 use p2p_wgpu::tensor::DType;
 
@@ -47,8 +49,13 @@ fn reference(c: &Case, a: &[f32], b: &[f32], bias: &[f32], res: &[f32]) -> Vec<f
 }
 
 fn run(c: Case, seed: u64) {
+    run_with(c, seed, None, &dtypes());
+}
+
+/// `run` in `dts` with a forced tile plan (`None`: the adapter's own choice).
+fn run_with(c: Case, seed: u64, plan: Option<TilePlan>, dts: &[DType]) {
     let gpu = gpu();
-    for dt in dtypes() {
+    for &dt in dts {
         let mut rng = Rng::new(seed);
         let b_shape = if c.trans_b { vec![c.n, c.k] } else { vec![c.k, c.n] };
         let b_shape = if c.shared_b { b_shape } else { [vec![c.batch], b_shape].concat() };
@@ -64,12 +71,24 @@ fn run(c: Case, seed: u64) {
             residual: c.residual.then_some(&tres),
         };
         let mut rec = Recording::new();
-        matmul(gpu, &mut rec, &ta, &tb, &out, &opts).unwrap();
+        match plan {
+            Some(plan) => matmul_with(gpu, &mut rec, &ta, &tb, &out, &opts, plan).unwrap(),
+            None => matmul(gpu, &mut rec, &ta, &tb, &out, &opts).unwrap(),
+        }
         gpu.run(&rec).unwrap();
         let want = reference(&c, &a, &b, &bias, &res);
         let name = format!(
-            "{dt:?} b{} m{} k{} n{} shared{} tb{} bias{} res{} {:?}",
-            c.batch, c.m, c.k, c.n, c.shared_b, c.trans_b, c.bias, c.residual, c.act
+            "{dt:?} b{} m{} k{} n{} shared{} tb{} bias{} res{} {:?} tile {}",
+            c.batch,
+            c.m,
+            c.k,
+            c.n,
+            c.shared_b,
+            c.trans_b,
+            c.bias,
+            c.residual,
+            c.act,
+            plan.map_or("auto".to_string(), |p| p.large.name())
         );
         check(&name, &download(&out), &want, tol(dt));
     }
@@ -107,6 +126,86 @@ fn sd15_linear_shapes() {
     run(Case { trans_b: true, bias: true, residual: true, ..case(1, 64, 1280, 320) }, 33);
 }
 
+/// Every portable tile besides the adapter's own choice (covered by the tests above): a ragged output larger than
+/// the biggest tile with a K tail, transposed shared B and the full epilogue (f32); and a batched, plain-layout B
+/// (f16 where the adapter has it). One dtype per case keeps lavapipe's JIT compiles (0.3-1 s each) down.
+#[test]
+fn every_portable_tile() {
+    let gpu = gpu();
+    let chosen = tile_plan(gpu, DType::F32).unwrap();
+    let tiles: Vec<GemmTile> = all_tiles()
+        .into_iter()
+        .filter(|t| !t.f16_only() && *t != chosen.large && *t != chosen.small && t.check(gpu, DType::F32).is_ok())
+        .collect();
+    assert!(tiles.len() >= 4, "{tiles:?}");
+    for (i, tile) in tiles.into_iter().enumerate() {
+        let plan = Some(TilePlan { large: tile, small: tile, vec4: true });
+        let seed = 40 + 3 * i as u64;
+        // K % 4 == 0: vector loads (with a K tail inside the last slice).
+        let fused = Case { trans_b: true, bias: true, residual: true, act: Activation::Gelu, ..case(2, 131, 44, 70) };
+        run_with(fused, seed, plan, &[DType::F32]);
+        // Odd K and N: scalar loads.
+        run_with(Case { shared_b: false, ..case(2, 33, 37, 131) }, seed + 1, plan, &[*dtypes().last().unwrap()]);
+        if i == 0 {
+            run_with(Case { shared_b: false, ..case(2, 33, 36, 132) }, seed + 2, plan, &[DType::F32]);
+        }
+    }
+}
+
+/// The fast cooperative-matrix core with emulated fragments (`GemmCore::CoopEmu`, kernels/matmul/frag_emu.wgsl),
+/// f16: its double-buffered staging, padded layouts, both B layouts, zero-padded edges and the fragment epilogue,
+/// on adapters without cooperative matrices. Both K slices with 2×2 fragments per subgroup here; the 4×4 tiles in
+/// `coop_core_emulated_4x4` (ignored: lavapipe needs 20-30 s to compile each of them).
+#[test]
+fn coop_core_emulated() {
+    emulated_coop(&[GemmTile::coop_emu(2, 32), GemmTile::coop_emu(2, 16)], 60);
+}
+
+/// `cargo test --release --test matmul -- --ignored coop_core_emulated_4x4`
+#[test]
+#[ignore]
+fn coop_core_emulated_4x4() {
+    emulated_coop(&[GemmTile::coop_emu(4, 16), GemmTile::coop_emu(4, 32)], 70);
+}
+
+/// Every real cooperative-matrix tile (fast core, both fragment counts and K slices, and the basic core) where the
+/// adapter has them; on other adapters (lavapipe) this checks nothing, the emulated tests above stand in.
+#[test]
+fn every_coop_tile() {
+    let gpu = gpu();
+    let tiles: Vec<GemmTile> =
+        all_tiles().into_iter().filter(|t| t.is_coop() && t.check(gpu, DType::F16).is_ok()).collect();
+    if tiles.is_empty() {
+        eprintln!("no cooperative matrices on {}: nothing to run", gpu.info.name);
+        return;
+    }
+    emulated_coop(&tiles, 80);
+}
+
+fn emulated_coop(tiles: &[GemmTile], seed: u64) {
+    let gpu = gpu();
+    if !gpu.has_f16() {
+        return;
+    }
+    let mut ran = 0;
+    for (i, &tile) in tiles.iter().enumerate() {
+        if tile.check(gpu, DType::F16).is_err() {
+            continue;
+        }
+        ran += 1;
+        let plan = Some(TilePlan { large: tile, small: tile, vec4: true });
+        let seed = seed + 3 * i as u64;
+        // Vector loads (K % 4 == 0), then scalar ones (odd K and N).
+        let fused = Case { trans_b: true, bias: true, residual: true, act: Activation::Silu, ..case(2, 131, 44, 70) };
+        run_with(fused, seed, plan, &[DType::F16]);
+        if i == 0 {
+            run_with(Case { shared_b: false, ..case(2, 33, 37, 131) }, seed + 1, plan, &[DType::F16]);
+            run_with(case(1, 5, 1, 3), seed + 2, plan, &[DType::F16]);
+        }
+    }
+    assert!(ran > 0, "no emulated tile fits this adapter: {tiles:?}");
+}
+
 #[test]
 fn shape_errors_are_results() {
     let gpu = gpu();
@@ -117,4 +216,62 @@ fn shape_errors_are_results() {
     let e = matmul(gpu, &mut rec, &a, &b, &out, &MatmulOpts::default()).unwrap_err();
     assert!(e.to_string().contains("matmul"), "{e}");
     assert!(rec.is_empty());
+}
+
+/// Lavapipe timings behind the CPU row of the tile table: compile + first run, then the steady time of a few
+/// SD-shaped GEMMs per candidate tile. `cargo test --release --test matmul -- --ignored --nocapture tile_timings`.
+#[test]
+#[ignore]
+fn tile_timings() {
+    use p2p_wgpu::gpu::tiles::candidates;
+    let gpu = gpu();
+    for dt in dtypes() {
+        for tile in candidates(gpu, dt) {
+            let plan = TilePlan { large: tile, small: tile, vec4: false };
+            let mut line = format!("{dt:?} {:<22}", tile.name());
+            for (m, k, n) in [(77, 64, 96), (256, 320, 320), (154, 768, 320), (64, 1280, 2560)] {
+                let (ta, _) = upload(&[m, k], dt, &vec![0.01; m * k]);
+                let (tb, _) = upload(&[n, k], dt, &vec![0.01; n * k]);
+                let out = poisoned(&[m, n], dt);
+                let o = MatmulOpts { trans_b: true, ..Default::default() };
+                let t0 = std::time::Instant::now();
+                let mut rec = Recording::new();
+                matmul_with(gpu, &mut rec, &ta, &tb, &out, &o, plan).unwrap();
+                gpu.run(&rec).unwrap();
+                gpu.sync().unwrap();
+                let first = t0.elapsed().as_secs_f64();
+                let t1 = std::time::Instant::now();
+                for _ in 0..3 {
+                    gpu.run(&rec).unwrap();
+                }
+                gpu.sync().unwrap();
+                let s = t1.elapsed().as_secs_f64() / 3.0;
+                line += &format!(
+                    " | {m}x{k}x{n}: first {:.0} ms, {:.1} ms = {:.2} GFLOP/s",
+                    first * 1e3,
+                    s * 1e3,
+                    2.0 * (m * k * n) as f64 / s / 1e9
+                );
+            }
+            println!("{line}");
+        }
+    }
+}
+
+/// The GEMM autotune runs every candidate tile of this adapter on its two representative GEMMs, and each gives the
+/// right result (a wrong one would be dropped from the timings). Nothing is written to the tile cache.
+/// `cargo test --release --test matmul -- --ignored autotune_times_every_candidate`
+#[test]
+#[ignore]
+fn autotune_times_every_candidate() {
+    let gpu = gpu();
+    for dt in dtypes() {
+        let r = p2p_wgpu::ops::matmul::autotune(gpu, dt).unwrap();
+        let cands = p2p_wgpu::gpu::tiles::candidates(gpu, dt);
+        for (t, gl, gs) in &r.timings {
+            println!("{dt:?} {t}: {gl:.2} / {gs:.2} GFLOP/s");
+        }
+        assert_eq!(r.timings.len(), cands.len(), "{dt:?}: some candidate computed a wrong result");
+        assert!(cands.contains(&r.plan.large) && cands.contains(&r.plan.small));
+    }
 }

@@ -7,7 +7,8 @@
 //! - f16 storage on GLSL: naga's GLSL backend has no 16-bit floats (`SHADER_FLOAT16` is missing from its
 //!   capabilities), and wgpu's GL backend never exposes SHADER_F16, so these variants never run there;
 //! - cooperative matrices exist only on Vulkan (SPIR-V) and Metal (MSL simdgroup matrices) in naga 30; HLSL and
-//!   GLSL have no writer for them, and the op never picks those variants on such backends.
+//!   GLSL have no writer for them, and the op never picks those variants on such backends. (The `*_mma_emu`
+//!   variants run the same cores with emulated fragments and translate like any portable kernel.)
 use std::collections::BTreeSet;
 
 use naga::back::{glsl, hlsl, msl, spv};
@@ -25,7 +26,8 @@ enum Target {
 }
 
 fn expected_ok(k: &Kernel, t: Target) -> bool {
-    let f16 = k.defines.contains_key("F16");
+    // f16 storage anywhere in the kernel: `F16`, or a per-binding switch such as lincomb's `G_F16`.
+    let f16 = k.defines.keys().any(|d| d == "F16" || d.ends_with("_F16"));
     let coop = k.path.contains("coop");
     match t {
         Target::Spv => true,
@@ -92,6 +94,21 @@ fn translate(module: &naga::Module, k: &Kernel, t: Target) -> Result<usize, Stri
 fn every_variant_translates_to_every_backend() {
     let variants = ops::variants();
     assert!(variants.len() > 50, "suspiciously few variants: {}", variants.len());
+    // The cooperative-matrix kernels run on no CI adapter: this test is their only check, so they must be listed
+    // (fast and basic GEMM cores for linear layers and convolutions, and the flash kernel), as must the emulated
+    // variants that run the same cores on lavapipe.
+    for path in [
+        "matmul/linear_coop.wgsl",
+        "matmul/linear_coop_basic.wgsl",
+        "conv2d/conv2d_coop.wgsl",
+        "conv2d/conv2d_coop_basic.wgsl",
+        "attention/flash_coop.wgsl",
+        "matmul/linear_mma_emu.wgsl",
+        "conv2d/conv2d_mma_emu.wgsl",
+        "attention/flash_mma_emu.wgsl",
+    ] {
+        assert!(variants.iter().any(|k| k.path == path), "no variant of {path}");
+    }
     let mut failures = Vec::new();
     let mut used: BTreeSet<String> = BTreeSet::new();
     let mut translated = [0usize; 4];

@@ -399,6 +399,16 @@ def ddim_config() -> dict:
                 timestep_spacing="leading", trained_betas=None)
 
 
+def trained_token_ids(tok: CLIPTokenizer, scenes: int = 20000) -> set[int]:
+    """Every token id of the captions of the first `scenes` world scenes (from the training seed's stream the
+    vocabulary is the same), the special tokens and the empty prompt."""
+    ids = {tok.bos_token_id, tok.eos_token_id, tok.pad_token_id}
+    captions = {world.sample_scene(s)["caption"] for s in range(scenes)} | set(world.all_phrases())
+    for c in captions:
+        ids.update(tok(c).input_ids)
+    return ids
+
+
 def export(args, work: Path) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -406,6 +416,13 @@ def export(args, work: Path) -> dict:
         if (out / sub).exists():
             shutil.rmtree(out / sub)
     te, unet, ck = load_base(work)
+    trained = trained_token_ids(load_tokenizer())
+    with torch.no_grad():  # rows of tokens no caption uses were never trained: zero them (same outputs for the
+        table = te.text_model.embeddings.token_embedding.weight  # world's prompts; zeros compress in git)
+        keep = torch.zeros(table.shape[0], dtype=torch.bool)
+        keep[sorted(trained)] = True
+        table[~keep] = 0
+    print(f"token table: {len(trained)} trained rows kept, {int((~keep).sum())} zeroed", flush=True)
     te.half().save_pretrained(out / "text_encoder", safe_serialization=True)
     unet.half().save_pretrained(out / "unet", safe_serialization=True)
     sr = UNet2DConditionModel(**sr_unet_config())
@@ -447,6 +464,7 @@ def export(args, work: Path) -> dict:
         "sr_scheduler": ["diffusers", "DDIMScheduler"],
         "sr_noise_level": args.sr_noise_level,
         "sr_guidance_scale": args.sr_guidance,
+        "guidance_scale": args.base_guidance,
     }
     (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())

@@ -1,4 +1,5 @@
-// Batched GEMM / linear layer, portable tiled path. Defines: F16, TRANS_B, HAS_BIAS, HAS_RESIDUAL, ACT.
+// Batched GEMM / linear layer, portable register-tiled path. Defines: F16, TRANS_B, HAS_BIAS, HAS_RESIDUAL, ACT,
+// and the tile BM, BN, BK, TM, TN.
 #include "common/dtype.wgsl"
 #include "common/activation.wgsl"
 #include "matmul/bindings.wgsl"

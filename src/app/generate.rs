@@ -7,9 +7,10 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuOptions};
-use crate::models::cascade::{Cascade, SR_SCALE, SrRun, is_cascade};
+use crate::models::cascade::{Cascade, CascadeIndex, SR_SCALE, SrRun, is_cascade};
 use crate::models::sd::{Generate, LoadOptions, StableDiffusion};
 use crate::models::sd_edit::EditRun;
+use crate::models::vae::{DecodeOptions, Tiling};
 use crate::p2p::{EditPlan, EditSpec, Mode, Window, spec};
 use crate::schedulers::Kind;
 use crate::tensor::DType;
@@ -35,11 +36,14 @@ pub struct GenerateArgs {
     /// Sampling steps.
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
-    /// Classifier-free guidance scale.
-    #[arg(long, default_value_t = 7.5)]
-    pub guidance: f64,
-    /// Scheduler; default: the model's scheduler_config.json.
-    #[arg(long, value_parser = ["pndm", "ddim"])]
+    /// Classifier-free guidance scale [default: the model's `guidance_scale` (a cascade's model_index.json), else
+    /// 7.5].
+    #[arg(long)]
+    pub guidance: Option<f64>,
+    /// Scheduler; default: the model's scheduler_config.json. pndm (PLMS), ddim (eta 0), dpm++ (DPM-Solver++ 2M;
+    /// also spelled dpmsolver++) or euler (Euler discrete); keys the config lacks take that class's diffusers
+    /// defaults.
+    #[arg(long, value_parser = ["pndm", "ddim", "dpm++", "dpmsolver++", "euler"])]
     pub scheduler: Option<String>,
     /// Seed of the initial noise (our documented generator); default: a random seed, printed. A cascade draws its
     /// super-resolution noises from seed+1 (augmentation) and seed+2 (initial noise).
@@ -71,15 +75,31 @@ pub struct GenerateArgs {
     /// Cascade: super-resolution guidance scale (default: the model's sr_guidance_scale).
     #[arg(long)]
     pub sr_guidance: Option<f64>,
-    /// Weight-file variant, e.g. fp16 for *.fp16.safetensors.
+    /// Weight-file variant, e.g. fp16 for *.fp16.safetensors. Default: fp16 when running in f16 and every
+    /// weighted component has *.fp16.safetensors files, else the plain files.
     #[arg(long)]
     pub variant: Option<String>,
-    /// Run the text encoder and UNet in f16 (needs SHADER_F16). Default f32.
+    /// Run the text encoder and UNet in f16 (needs SHADER_F16). Default: f16 on GPUs with SHADER_F16, f32 on CPU
+    /// adapters (lavapipe/llvmpipe emulate f16 slower than f32) and without SHADER_F16.
     #[arg(long, conflicts_with = "f32")]
     pub f16: bool,
-    /// Run in f32 (the default).
+    /// Run the text encoder and UNet in f32.
     #[arg(long)]
     pub f32: bool,
+    /// Run the VAE decoder in f16 too (default f32: an f16 SD VAE can overflow).
+    #[arg(long)]
+    pub vae_f16: bool,
+    /// Decode in overlapping tiles even when the image fits (default: only when one image's decode exceeds
+    /// --vae-budget or an adapter buffer limit). Images are always decoded one at a time.
+    #[arg(long)]
+    pub vae_tile: bool,
+    /// Side of a decode tile in pixels (default: the largest that fits, or half the image side, at most 512,
+    /// with --vae-tile); a multiple of the VAE's upscale factor.
+    #[arg(long, value_name = "PX")]
+    pub vae_tile_size: Option<usize>,
+    /// Memory one image's (or tile's) decode may use, in MiB, before tiling.
+    #[arg(long, value_name = "MIB", default_value_t = crate::models::vae::DEFAULT_DECODE_BUDGET >> 20)]
+    pub vae_budget: u64,
     /// Reproduce the reference implementation's quirks (replacement-mapper misalignment, uint8 truncation).
     #[arg(long, value_parser = ["ptp"])]
     pub compat: Option<String>,
@@ -283,11 +303,62 @@ struct Outcome {
     sample_hw: (usize, usize),
 }
 
+/// Storage types of the text encoder + UNet and of the VAE decoder: `--f16`/`--f32` force the first (f16 needs
+/// SHADER_F16), else [`LoadOptions::default_dtype`] (f16 on GPUs with SHADER_F16, f32 on CPU adapters);
+/// `--vae-f16` the second (default f32).
+pub fn precision(gpu: &Gpu, f16: bool, f32: bool, vae_f16: bool) -> Result<(DType, DType)> {
+    let need = |flag: &str| -> Result<()> {
+        if gpu.has_f16() {
+            Ok(())
+        } else {
+            Err(Error::msg(format!("{flag}: adapter {} has no SHADER_F16", gpu.info.name)))
+        }
+    };
+    let dtype = match (f16, f32) {
+        (true, _) => {
+            need("--f16")?;
+            DType::F16
+        }
+        (false, true) => DType::F32,
+        (false, false) => LoadOptions::default_dtype(gpu),
+    };
+    let vae = if vae_f16 {
+        need("--vae-f16")?;
+        DType::F16
+    } else {
+        DType::F32
+    };
+    Ok((dtype, vae))
+}
+
+/// True when `dir` holds fp16-variant weights (`*.fp16.safetensors`, shards or their index).
+fn has_fp16_files(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else { return false };
+    entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).any(|n| {
+        n.ends_with(".fp16.safetensors")
+            || n.ends_with(".fp16.safetensors.index.json")
+            || (n.contains(".fp16-") && n.ends_with(".safetensors"))
+    })
+}
+
+/// The weight variant to load: `--variant` when given; else `fp16` when the text encoder and UNet run in f16 and
+/// every weighted component folder of `model` has fp16 files (half the bytes to read; the values are the
+/// same as an f32 file rounded at load); else None (the plain files).
+pub fn weight_variant(model: &Path, given: Option<&str>, dtype: DType, components: &[&str]) -> Option<String> {
+    if let Some(v) = given {
+        return Some(v.to_string());
+    }
+    (dtype == DType::F16 && components.iter().all(|c| has_fp16_files(&model.join(c)))).then(|| "fp16".to_string())
+}
+
 /// Everything a model run needs from the command line, resolved.
 struct Job<'a> {
     a: &'a GenerateArgs,
     model: &'a Path,
     dtype: DType,
+    vae_dtype: DType,
+    /// `--guidance`, else the model's default.
+    guidance: f64,
     plan: Option<&'a EditPlan>,
     prompts: &'a [String],
     latents: Option<(Vec<f32>, [usize; 4])>,
@@ -300,7 +371,7 @@ impl Job<'_> {
         EditRun {
             negative: a.negative_prompt.clone(),
             steps: a.steps,
-            guidance: a.guidance,
+            guidance: self.guidance,
             scheduler: self.kind,
             latents,
             latent_hw: hw,
@@ -316,7 +387,7 @@ impl Job<'_> {
             prompts: self.prompts.to_vec(),
             negative: a.negative_prompt.clone(),
             steps: a.steps,
-            guidance: a.guidance,
+            guidance: self.guidance,
             scheduler: self.kind,
             latents,
             latent_hw: hw,
@@ -326,11 +397,9 @@ impl Job<'_> {
 
 fn run_sd(gpu: &Gpu, j: Job, progress: &mut dyn FnMut(usize, usize)) -> Result<Outcome> {
     let a = j.a;
-    let sd = StableDiffusion::load(
-        gpu,
-        j.model,
-        &LoadOptions { dtype: j.dtype, vae_dtype: DType::F32, variant: a.variant.clone() },
-    )?;
+    let variant = weight_variant(j.model, a.variant.as_deref(), j.dtype, &["text_encoder", "unet", "vae"]);
+    let mut sd = StableDiffusion::load(gpu, j.model, &LoadOptions { dtype: j.dtype, vae_dtype: j.vae_dtype, variant })?;
+    sd.vae.tiling = decode_options(a, sd.vae.config.upscale())?;
     let c = sd.unet.config.in_channels;
     let geo = Geometry {
         channels: c,
@@ -365,8 +434,8 @@ fn run_sd(gpu: &Gpu, j: Job, progress: &mut dyn FnMut(usize, usize)) -> Result<O
 
 fn run_cascade(gpu: &Gpu, j: Job, progress: &mut dyn FnMut(usize, usize)) -> Result<Outcome> {
     let a = j.a;
-    let m =
-        Cascade::load(gpu, j.model, &LoadOptions { dtype: j.dtype, vae_dtype: j.dtype, variant: a.variant.clone() })?;
+    let variant = weight_variant(j.model, a.variant.as_deref(), j.dtype, &["text_encoder", "unet", "sr_unet"]);
+    let m = Cascade::load(gpu, j.model, &LoadOptions { dtype: j.dtype, vae_dtype: j.vae_dtype, variant })?;
     let levels = |u: &crate::models::unet::UNet| 1usize << (u.config.block_out_channels.len() - 1);
     let geo = Geometry {
         channels: 3,
@@ -429,6 +498,26 @@ fn run_cascade(gpu: &Gpu, j: Job, progress: &mut dyn FnMut(usize, usize)) -> Res
     })
 }
 
+/// The VAE decode options of `--vae-tile`, `--vae-tile-size` (pixels; `up` pixels per latent) and `--vae-budget`.
+pub fn decode_options(a: &GenerateArgs, up: usize) -> Result<DecodeOptions> {
+    let tile = match a.vae_tile_size {
+        Some(px) if px == 0 || px % up != 0 => {
+            return Err(Error::msg(format!("--vae-tile-size must be a positive multiple of {up}, got {px}")));
+        }
+        Some(px) => Some(px / up),
+        None => None,
+    };
+    if a.vae_budget == 0 {
+        return Err(Error::msg("--vae-budget must be positive"));
+    }
+    Ok(DecodeOptions {
+        tiling: if a.vae_tile { Tiling::Always } else { Tiling::Auto },
+        budget: a.vae_budget << 20,
+        tile,
+        overlap: None,
+    })
+}
+
 /// The shipped default model: `models/default` under the working folder, else under the source tree the binary
 /// was built from (so `cargo run` and `target/release/p2p-wgpu` find it on the machine that built them).
 pub fn default_model() -> Option<PathBuf> {
@@ -458,8 +547,8 @@ pub fn run(a: &GenerateArgs, adapter: Option<String>) -> Result<()> {
             return Err(Error::msg(format!("--sr-steps must be between 1 and 1000, got {s}")));
         }
     }
-    if !a.guidance.is_finite() {
-        return Err(Error::msg(format!("--guidance must be a finite number, got {}", a.guidance)));
+    if let Some(g) = a.guidance.filter(|g| !g.is_finite()) {
+        return Err(Error::msg(format!("--guidance must be a finite number, got {g}")));
     }
     if let Some(g) = a.sr_guidance.filter(|g| !g.is_finite()) {
         return Err(Error::msg(format!("--sr-guidance must be a finite number, got {g}")));
@@ -473,6 +562,8 @@ pub fn run(a: &GenerateArgs, adapter: Option<String>) -> Result<()> {
         return Err(Error::msg("--self-max-res must be positive"));
     }
     let cascade = is_cascade(&model)?;
+    let model_guidance = if cascade { CascadeIndex::read(&model)?.guidance_scale } else { None };
+    let guidance = a.guidance.or(model_guidance).unwrap_or(7.5);
     if !cascade && (a.sr_steps.is_some() || a.sr_guidance.is_some()) {
         return Err(Error::msg("--sr-steps and --sr-guidance need a cascade model (P2PCascadePipeline)"));
     }
@@ -501,18 +592,13 @@ pub fn run(a: &GenerateArgs, adapter: Option<String>) -> Result<()> {
     let quant = if a.compat.is_some() { Quantize::Truncate } else { Quantize::Round };
 
     let gpu = Gpu::new(&GpuOptions { adapter })?;
-    let dtype = if a.f16 {
-        if !gpu.has_f16() {
-            return Err(Error::msg(format!("--f16: adapter {} has no SHADER_F16", gpu.info.name)));
-        }
-        DType::F16
-    } else {
-        DType::F32
-    };
+    let (dtype, vae_dtype) = precision(&gpu, a.f16, a.f32, a.vae_f16)?;
     let t0 = Instant::now();
     let kind = match a.scheduler.as_deref() {
         Some("pndm") => Some(Kind::Pndm),
         Some("ddim") => Some(Kind::Ddim),
+        Some("dpm++" | "dpmsolver++") => Some(Kind::DpmSolverPp),
+        Some("euler") => Some(Kind::Euler),
         _ => None,
     };
     let bar = indicatif::ProgressBar::new(0);
@@ -524,7 +610,8 @@ pub fn run(a: &GenerateArgs, adapter: Option<String>) -> Result<()> {
         bar.set_length(n as u64);
         bar.set_position(i as u64);
     };
-    let job = Job { a, model: &model, dtype, plan: plan.as_ref(), prompts: &prompts, latents, kind };
+    let job =
+        Job { a, model: &model, dtype, vae_dtype, guidance, plan: plan.as_ref(), prompts: &prompts, latents, kind };
     let out = if cascade { run_cascade(&gpu, job, &mut progress)? } else { run_sd(&gpu, job, &mut progress)? };
     bar.finish_and_clear();
 

@@ -1,83 +1,294 @@
-//! `p2p-wgpu info [--model DIR]`: the adapter report, and for a model its parameter bytes and the activation
-//! arena that the planned UNet call (CFG batch) and VAE decode need, against the adapter's limits.
+//! `p2p-wgpu info [--model DIR]`: the adapter report, and for a model its parameter bytes and the planned GPU
+//! memory of a whole run (weights, text encoder, the UNet call with its persistent tensors, an edit's second
+//! recording and attention stores, the VAE decode as `VaeDecoder::decode_plan` splits it) against the adapter's
+//! limits. The plan loads the weights and records every phase without running it: the arenas are exactly the
+//! buffers a run would create on this adapter (op choices, splits and tiling follow the adapter's limits).
 use std::path::PathBuf;
 
-use crate::error::Result;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuOptions};
 use crate::models::sd::{LoadOptions, StableDiffusion};
-use crate::nn::Ctx;
-use crate::tensor::DType;
+use crate::models::vae::{DEFAULT_DECODE_BUDGET, DecodeOptions, Tiling};
+use crate::nn::{AttnHooks, Ctx, StoreAt};
+use crate::ops::attention::CrossEdit;
+use crate::p2p::{EditPlan, EditSpec};
+use crate::tensor::{DType, Tensor};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct InfoArgs {
     /// Also report this diffusers model's memory plan.
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
-    /// Images per UNet call for the plan (the CFG batch is twice this).
+    /// Prompts per run for the plan (an edit: the source and N-1 targets); the CFG batch is twice this.
     #[arg(long, default_value_t = 2)]
     pub batch: usize,
-    /// Weight-file variant, e.g. fp16.
+    /// Image height and width in pixels for the plan (default: the model's native size).
+    #[arg(long)]
+    pub height: Option<usize>,
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Weight-file variant, e.g. fp16 (default: as the main command chooses).
     #[arg(long)]
     pub variant: Option<String>,
-    /// Plan the text encoder and UNet in f16.
-    #[arg(long)]
+    /// Plan the text encoder and UNet in f16 (default: as the main command, f16 on GPUs with SHADER_F16).
+    #[arg(long, conflicts_with = "f32")]
     pub f16: bool,
+    /// Plan the text encoder and UNet in f32.
+    #[arg(long)]
+    pub f32: bool,
+    /// Plan an f16 VAE decoder.
+    #[arg(long)]
+    pub vae_f16: bool,
+    /// Plan a tiled decode even when the image fits.
+    #[arg(long)]
+    pub vae_tile: bool,
+    /// Decode budget in MiB, as the main command's --vae-budget.
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_DECODE_BUDGET >> 20)]
+    pub vae_budget: u64,
+    /// Also write the plan as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
 }
 
+fn gib(b: u64) -> String {
+    format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
+}
+
+/// The planned GPU memory of a Stable Diffusion run, in bytes.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MemoryPlan {
+    pub adapter: String,
+    pub model: String,
+    pub prompts: usize,
+    pub image_hw: (usize, usize),
+    pub latent_hw: (usize, usize),
+    pub dtype: String,
+    pub vae_dtype: String,
+    /// Parameter bytes: UNet, text encoder, VAE decoder.
+    pub params_unet: u64,
+    pub params_text_encoder: u64,
+    pub params_vae: u64,
+    /// Bytes of the GPU's shared pool after loading: the parameters in their buffer size classes.
+    pub weights_allocated: u64,
+    /// The text encoder's arena (CFG batch); it lives on with the text embeddings during the UNet phase.
+    pub text_encoder_arena: u64,
+    /// The UNet call's arena (activations, sample, timesteps and output: the persistent tensors), plain run.
+    pub unet_arena: u64,
+    pub unet_largest: u64,
+    /// Both recordings of an edit (with and without self-attention injection) in their shared arena.
+    pub edit_unet_arena: u64,
+    /// Shared-pool buffers an edit adds: the edit tables and the attention stores at the blend side.
+    pub edit_shared: u64,
+    pub store_bytes: u64,
+    /// Decode: tile side and overlap in latents (None: whole images), pieces per image, one piece's arena.
+    pub vae_tile: Option<(usize, usize)>,
+    pub vae_pieces: usize,
+    pub vae_arena: u64,
+    pub vae_largest: u64,
+    /// The decode's analytic estimate for a whole image (`VaeDecoder::estimate`), tiled or not.
+    pub vae_whole_estimate: u64,
+    pub vae_whole_largest: u64,
+    /// Other shared-pool temporaries (token ids, the VAE attention's scores): the pool keeps them.
+    pub shared_temporaries: u64,
+    /// Peaks: shared pool (weights + temporaries) + the largest phase (text encoder + UNet, or the decode).
+    pub peak_generate: u64,
+    pub peak_edit: u64,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_buffer_size: u64,
+}
+
 pub fn run(a: &InfoArgs, adapter: Option<String>) -> Result<()> {
     let gpu = Gpu::new(&GpuOptions { adapter })?;
     print!("{}", gpu.report());
     let Some(dir) = &a.model else { return Ok(()) };
-    let dtype = if a.f16 { DType::F16 } else { DType::F32 };
+    let (dtype, vae_dtype) = super::generate::precision(&gpu, a.f16, a.f32, a.vae_f16)?;
     if crate::models::cascade::is_cascade(dir)? {
         return cascade_info(&gpu, dir, a, dtype);
     }
-    let sd =
-        StableDiffusion::load(&gpu, dir, &LoadOptions { dtype, vae_dtype: DType::F32, variant: a.variant.clone() })?;
-    let (u, t, v) = (sd.unet.param_bytes, sd.text_encoder.param_bytes, sd.vae.param_bytes);
-    println!("model: {}", dir.display());
-    println!(
-        "  parameters: unet {}, text encoder {}, vae decoder {} ({} in all, {})",
-        mib(u),
-        mib(t),
-        mib(v),
-        mib(u + t + v),
-        dtype.name()
-    );
-    let b = a.batch.max(1);
-    let s = sd.unet.config.sample_size;
-    let c = sd.unet.config.in_channels;
-    // Record (not run) one UNet call and one decode; their arenas are the planned activation memory.
-    let text = (sd.text_encoder.config.max_position_embeddings, sd.text_encoder.config.hidden_size);
-    let (unet_bytes, unet_largest) = unet_plan(&gpu, &sd.unet, text, b, s, c, dtype)?;
-    let mut vx = Ctx::new(&gpu, sd.vae.dtype);
-    let z = vx.alloc(&[b, s, s, c])?;
-    let _ = sd.vae.forward(&mut vx, &z)?;
-    let (vae_bytes, vae_largest) = vx.arena.created_bytes();
-    let px = s * sd.vae.config.upscale();
-    println!("  planned activations, {b} image(s) at {px}x{px} ({s}x{s} latents):");
-    println!(
-        "    unet call (CFG batch {}): {} in the arena, largest buffer {}",
-        2 * b,
-        mib(unet_bytes),
-        mib(unet_largest)
-    );
-    println!("    vae decode: {} in the arena, largest buffer {}", mib(vae_bytes), mib(vae_largest));
-    let lim = &gpu.limits;
-    let largest = unet_largest.max(vae_largest);
-    println!(
-        "  limits: largest buffer {} of max_storage_buffer_binding_size {} ({}), max_buffer_size {}",
-        mib(largest),
-        mib(lim.max_storage_buffer_binding_size),
-        if largest <= lim.max_storage_buffer_binding_size { "fits" } else { "ops split or refuse" },
-        mib(lim.max_buffer_size)
-    );
-    println!("  peak estimate: {}", mib(u + t + v + unet_bytes.max(vae_bytes)));
+    let plan = plan_sd(&gpu, dir, a, dtype, vae_dtype)?;
+    print!("{}", plan.text());
+    if let Some(path) = &a.json {
+        let text = serde_json::to_string_pretty(&plan).map_err(Error::msg)?;
+        std::fs::write(path, text).map_err(|e| Error::msg(format!("cannot write {}: {e}", path.display())))?;
+    }
     Ok(())
+}
+
+impl MemoryPlan {
+    /// The report's lines.
+    pub fn text(&self) -> String {
+        let mut s = format!("model: {}\n", self.model);
+        let (u, t, v) = (self.params_unet, self.params_text_encoder, self.params_vae);
+        s += &format!(
+            "  parameters: unet {}, text encoder {} ({}), vae decoder {} ({}); {} in all, {} allocated\n",
+            mib(u),
+            mib(t),
+            self.dtype,
+            mib(v),
+            self.vae_dtype,
+            mib(u + t + v),
+            mib(self.weights_allocated)
+        );
+        let ((ph, pw), (lh, lw), b) = (self.image_hw, self.latent_hw, self.prompts);
+        s += &format!("  planned memory, {b} prompt(s) at {ph}x{pw} px ({lh}x{lw} latents):\n");
+        s += &format!("    text encoder (CFG batch {}): {} arena\n", 2 * b, mib(self.text_encoder_arena));
+        s += &format!(
+            "    unet call (CFG batch {}): {} arena with its persistent tensors, largest buffer {}\n",
+            2 * b,
+            mib(self.unet_arena),
+            mib(self.unet_largest)
+        );
+        s += &format!(
+            "    edit: both unet recordings {} arena; edit tables and stores {} (stores {})\n",
+            mib(self.edit_unet_arena),
+            mib(self.edit_shared),
+            mib(self.store_bytes)
+        );
+        let how = match self.vae_tile {
+            None => "whole".to_string(),
+            Some((t, o)) => format!("in {} tiles of {t}x{t} latents, overlap {o}", self.vae_pieces),
+        };
+        s += &format!(
+            "    vae decode, one image at a time, {how}: {} arena per piece, largest buffer {} (a whole image: {} \
+             estimated, largest {})\n",
+            mib(self.vae_arena),
+            mib(self.vae_largest),
+            mib(self.vae_whole_estimate),
+            mib(self.vae_whole_largest)
+        );
+        s += &format!("    shared-pool temporaries: {}\n", mib(self.shared_temporaries));
+        let largest = self.unet_largest.max(self.vae_largest);
+        s += &format!(
+            "  limits: largest buffer {} of max_storage_buffer_binding_size {} ({}), max_buffer_size {}\n",
+            mib(largest),
+            mib(self.max_storage_buffer_binding_size),
+            if largest <= self.max_storage_buffer_binding_size { "fits" } else { "ops split or refuse" },
+            mib(self.max_buffer_size)
+        );
+        s += &format!(
+            "  planned peak: generation {} ({}), edit {} ({})\n",
+            mib(self.peak_generate),
+            gib(self.peak_generate),
+            mib(self.peak_edit),
+            gib(self.peak_edit)
+        );
+        s
+    }
+}
+
+/// Loads `dir` and records (does not run) every phase of a `a.batch`-prompt generation and edit.
+pub fn plan_sd(gpu: &Gpu, dir: &std::path::Path, a: &InfoArgs, dtype: DType, vae_dtype: DType) -> Result<MemoryPlan> {
+    let variant = super::generate::weight_variant(dir, a.variant.as_deref(), dtype, &["text_encoder", "unet", "vae"]);
+    let mut sd = StableDiffusion::load(gpu, dir, &LoadOptions { dtype, vae_dtype, variant })?;
+    sd.vae.tiling = DecodeOptions {
+        tiling: if a.vae_tile { Tiling::Always } else { Tiling::Auto },
+        budget: a.vae_budget << 20,
+        ..Default::default()
+    };
+    let weights_allocated = gpu.pool.created_bytes().0;
+    let b = a.batch.max(1);
+    let c = sd.unet.config.in_channels;
+    let up = sd.vae.config.upscale();
+    let native = sd.unet.config.sample_size * up;
+    let (ph, pw) = (a.height.unwrap_or(native), a.width.unwrap_or(native));
+    let grid = up << (sd.unet.config.block_out_channels.len() - 1);
+    if ph == 0 || pw == 0 || ph % grid != 0 || pw % grid != 0 {
+        return Err(Error::msg(format!("--height and --width must be positive multiples of {grid}, got {ph}x{pw}")));
+    }
+    let (h, w) = (ph / up, pw / up);
+
+    // Text encoder, CFG batch: its arena lives on with the embeddings it returns.
+    let source = "a photo of a cat riding a bicycle";
+    let mut spec = EditSpec::new(source);
+    spec.targets = (1..b).map(|_| "a photo of a dog riding a bicycle".to_string()).collect();
+    let prompts: Vec<String> = std::iter::once(source.to_string()).chain(spec.targets.iter().cloned()).collect();
+    let ids = sd.encode_ids(&prompts, "")?;
+    let mut tx = Ctx::new(gpu, dtype);
+    let text = sd.text_encoder.forward(&mut tx, &ids)?;
+    let text_encoder_arena = tx.arena.created_bytes().0;
+
+    // The plain UNet call with its persistent inputs, as `Denoiser::generate` records it.
+    let (unet_arena, unet_largest) = {
+        let mut cx = Ctx::new(gpu, dtype);
+        let sample = cx.alloc(&[2 * b, h, w, c])?;
+        let ts = cx.alloc_as(&[2 * b], DType::F32)?;
+        let _ = sd.unet.forward_full(&mut cx, &sample, &ts, None, &text, None)?;
+        cx.arena.created_bytes()
+    };
+
+    // An edit: tables, stores at the blend side, and both recordings in one arena, as `Denoiser::edit`.
+    let (edit_unet_arena, edit_shared, store_bytes) = if b >= 2 {
+        let before = gpu.pool.created_bytes().0;
+        let plan = EditPlan::new(&spec, &sd.tokenizer, 50)?;
+        let edit = CrossEdit::new(gpu, &plan.edit_data(0)?)?;
+        let side = sd.unet.default_map_side(h, w).filter(|_| h == w);
+        let store = side.map(|s| Tensor::empty(gpu, &[b, s * s, plan.keys], DType::F32).map(|t| (s, t))).transpose()?;
+        let stores: Vec<StoreAt> = store
+            .iter()
+            .map(|(s, buf)| StoreAt { tokens: s * s, layers: sd.unet.cross_layers_with_tokens(h, w, s * s), buf })
+            .filter(|st| st.layers > 0)
+            .collect();
+        let store_bytes = store.as_ref().map_or(0, |(_, t)| t.bytes());
+        let mut cx = Ctx::new(gpu, dtype);
+        let sample = cx.alloc(&[2 * b, h, w, c])?;
+        let ts = cx.alloc_as(&[2 * b], DType::F32)?;
+        let mut hooks = AttnHooks { edit: &edit, src_row: b, inject_self: true, self_max_tokens: 16 * 16, stores };
+        let _o1 = sd.unet.forward_hooked(&mut cx, &sample, &ts, &text, Some(&hooks))?;
+        hooks.inject_self = false;
+        let _o2 = sd.unet.forward_hooked(&mut cx, &sample, &ts, &text, Some(&hooks))?;
+        (cx.arena.created_bytes().0, gpu.pool.created_bytes().0 - before, store_bytes)
+    } else {
+        (unet_arena, 0, 0)
+    };
+    drop((text, tx));
+
+    // The decode, one piece as `VaeDecoder::decode` runs it.
+    let vplan = sd.vae.decode_plan(gpu, (h, w))?;
+    let (vae_arena, vae_largest, _) = sd.vae.record_piece(gpu, &vplan)?;
+    let whole = sd.vae.estimate(gpu, h, w);
+
+    let pool = gpu.pool.created_bytes().0;
+    let shared_temporaries = pool - weights_allocated - edit_shared;
+    let unet_phase = text_encoder_arena + unet_arena;
+    let edit_phase = text_encoder_arena + edit_unet_arena;
+    let peak_generate = weights_allocated + shared_temporaries + unet_phase.max(vae_arena);
+    let peak_edit = weights_allocated + shared_temporaries + edit_shared + edit_phase.max(vae_arena);
+    Ok(MemoryPlan {
+        adapter: gpu.info.name.clone(),
+        model: dir.display().to_string(),
+        prompts: b,
+        image_hw: (ph, pw),
+        latent_hw: (h, w),
+        dtype: dtype.name().into(),
+        vae_dtype: vae_dtype.name().into(),
+        params_unet: sd.unet.param_bytes,
+        params_text_encoder: sd.text_encoder.param_bytes,
+        params_vae: sd.vae.param_bytes,
+        weights_allocated,
+        text_encoder_arena,
+        unet_arena,
+        unet_largest,
+        edit_unet_arena,
+        edit_shared,
+        store_bytes,
+        vae_tile: vplan.tile,
+        vae_pieces: vplan.tiles,
+        vae_arena,
+        vae_largest,
+        vae_whole_estimate: whole.total(),
+        vae_whole_largest: whole.largest,
+        shared_temporaries,
+        peak_generate,
+        peak_edit,
+        max_storage_buffer_binding_size: gpu.limits.max_storage_buffer_binding_size,
+        max_buffer_size: gpu.limits.max_buffer_size,
+    })
 }
 
 /// A UNet call at CFG batch `2·b` on `s×s` inputs of `c` channels, recorded (not run): (arena bytes, largest).
@@ -100,11 +311,9 @@ fn unet_plan(
 }
 
 fn cascade_info(gpu: &Gpu, dir: &std::path::Path, a: &InfoArgs, dtype: DType) -> Result<()> {
-    let m = crate::models::cascade::Cascade::load(
-        gpu,
-        dir,
-        &LoadOptions { dtype, vae_dtype: DType::F32, variant: a.variant.clone() },
-    )?;
+    let variant =
+        super::generate::weight_variant(dir, a.variant.as_deref(), dtype, &["text_encoder", "unet", "sr_unet"]);
+    let m = crate::models::cascade::Cascade::load(gpu, dir, &LoadOptions { dtype, vae_dtype: DType::F32, variant })?;
     let (u, s, t) = (m.unet.param_bytes, m.sr_unet.param_bytes, m.text_encoder.param_bytes);
     println!("model: {} (cascade: pixel-space base + super-resolution)", dir.display());
     println!(

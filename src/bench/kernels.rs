@@ -1,7 +1,9 @@
-//! Kernel microbenchmarks at Stable Diffusion 1.5 shapes (64×64 latents, one image): the UNet's linear-layer
-//! GEMMs, 3×3 convolutions at 320/640/1280 channels, group norm 64×64×320, self-attention 4096×4096 with 8 heads
-//! of 40, cross-attention 4096×77. Peaks are measured in the same run: the best square GEMM of our own kernels
-//! and a 16-byte-word copy. Quick mode shrinks the token counts and spatial sizes so lavapipe finishes in seconds.
+//! Kernel microbenchmarks at Stable Diffusion 1.5 shapes (64×64 latents): a GEMM sweep over every linear-layer
+//! shape of the UNet at the CFG batch of a 2-prompt edit (4 rows) and square 1024³/2048³/4096³ GEMMs, 3×3
+//! convolutions (one image) at 320/640/1280 channels, group norm 64×64×320, self-attention 4096×4096 with 8 heads
+//! of 40, cross-attention 4096×77. Peaks are measured in the same run: the best GEMM of our own kernels (square
+//! or SD-shaped) and a 16-byte-word copy. Quick mode shrinks the token counts and spatial sizes so lavapipe
+//! finishes in seconds.
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::gpu::timing::{Clock, time_dispatches};
@@ -48,6 +50,26 @@ impl Ctx<'_> {
     }
 }
 
+/// The linear layers of the SD 1.5 UNet at 64×64 latents, one image: (name, query tokens (77: the text), K, N).
+/// `ff.net.0.proj` is GEGLU's doubled projection; `proj_in`/`proj_out` (1×1) have the `to_q` shape.
+pub const SD15_LINEARS: [(&str, usize, usize, usize); 15] = [
+    ("attn1.to_q 320 @64²", 4096, 320, 320),
+    ("ff.net.0.proj 320→2560 @64²", 4096, 320, 2560),
+    ("ff.net.2 1280→320 @64²", 4096, 1280, 320),
+    ("attn2.to_k 768→320 (text)", 77, 768, 320),
+    ("attn1.to_q 640 @32²", 1024, 640, 640),
+    ("ff.net.0.proj 640→5120 @32²", 1024, 640, 5120),
+    ("ff.net.2 2560→640 @32²", 1024, 2560, 640),
+    ("attn2.to_k 768→640 (text)", 77, 768, 640),
+    ("attn1.to_q 1280 @16²", 256, 1280, 1280),
+    ("ff.net.0.proj 1280→10240 @16²", 256, 1280, 10240),
+    ("ff.net.2 5120→1280 @16²", 256, 5120, 1280),
+    ("attn2.to_k 768→1280 (text)", 77, 768, 1280),
+    ("attn1.to_q 1280 @8² (mid)", 64, 1280, 1280),
+    ("ff.net.0.proj 1280→10240 @8²", 64, 1280, 10240),
+    ("ff.net.2 5120→1280 @8²", 64, 5120, 1280),
+];
+
 fn gflops(flop: f64, s: f64) -> f64 {
     flop / s / 1e9
 }
@@ -61,9 +83,10 @@ pub fn run(gpu: &Gpu, quick: bool) -> Result<Report> {
         format!("{}{}", dt.name(), if core == crate::ops::matmul::GemmCore::Coop { "/coop" } else { "" })
     };
 
-    // Peaks measured in this run.
+    // Peaks measured in this run; the square GEMMs are also rows of the sweep.
     let mut peak = (0.0f64, String::new());
-    let sizes: &[usize] = if quick { &[128, 256] } else { &[2048, 4096] };
+    let mut squares = Vec::new();
+    let sizes: &[usize] = if quick { &[128, 256] } else { &[1024, 2048, 4096] };
     for &dt in &dtypes {
         for &s in sizes {
             let t = cx.gemm(s, s, s, dt)?;
@@ -71,6 +94,7 @@ pub fn run(gpu: &Gpu, quick: bool) -> Result<Report> {
             if g > peak.0 {
                 peak = (g, format!("{s}³ {}", dname(dt)));
             }
+            squares.push((s, dt, t));
         }
     }
     let copy_bytes =
@@ -95,19 +119,15 @@ pub fn run(gpu: &Gpu, quick: bool) -> Result<Report> {
         });
     };
 
-    // Tokens of one 64×64 latent (32×32, 16×16 levels are /4, /16); quick mode uses /16 of each.
+    // GEMM sweep: every linear-layer shape of the SD 1.5 UNet at 64×64 latents (`SD15_LINEARS`), at the CFG batch
+    // of a 2-prompt edit (4 rows; quick mode: 1 row and 1/16 of the tokens), then the square GEMMs.
+    let rows_per_call = if quick { 1 } else { 4 };
     let tok = |n: usize| if quick { (n / 16).max(1) } else { n };
-    let gemms: [(&str, usize, usize, usize); 7] = [
-        ("attn1.to_q 320 @64²", tok(4096), 320, 320),
-        ("ff.net.0.proj 320→2560 @64²", tok(4096), 320, 2560),
-        ("ff.net.2 1280→320 @64²", tok(4096), 1280, 320),
-        ("attn2.to_k 768→320 (text)", 77, 768, 320),
-        ("attn1.to_q 640 @32²", tok(1024), 640, 640),
-        ("ff.net.0.proj 640→5120 @32²", tok(1024), 640, 5120),
-        ("ff.net.0.proj 1280→10240 @16²", tok(256), 1280, 10240),
-    ];
     for &dt in &dtypes {
-        for (name, m, k, n) in gemms {
+        // Quick mode (a smoke test on lavapipe) takes every other shape: the GEGLU and text projections.
+        let (skip, step) = if quick { (1, 2) } else { (0, 1) };
+        for &(name, tokens, k, n) in SD15_LINEARS.iter().skip(skip).step_by(step) {
+            let m = rows_per_call * if tokens == 77 { 77 } else { tok(tokens) };
             let s = cx.gemm(m, k, n, dt)?;
             let flop = 2.0 * (m * k * n) as f64;
             // The GEMM peak is the best GEMM rate seen in this run, square or SD-shaped.
@@ -116,6 +136,9 @@ pub fn run(gpu: &Gpu, quick: bool) -> Result<Report> {
             }
             compute(name, format!("{m}x{k} · {k}x{n}"), dt, flop, s);
         }
+    }
+    for &(sz, dt, t) in &squares {
+        compute(&format!("gemm {sz}³"), format!("{sz}x{sz} · {sz}x{sz}"), dt, 2.0 * (sz as f64).powi(3), t);
     }
 
     let side = |n: usize| if quick { (n / 8).max(2) } else { n };
@@ -213,5 +236,6 @@ pub fn run(gpu: &Gpu, quick: bool) -> Result<Report> {
         peak_gemm_case: peak.1,
         peak_copy_gbs: peak_copy,
         rows,
+        memory: Vec::new(),
     })
 }

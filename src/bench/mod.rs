@@ -2,6 +2,7 @@
 //! Each reports time per call, GFLOP/s or GB/s, and the fraction of the device's peak measured in the same run.
 pub mod kernels;
 pub mod sd;
+pub mod weights;
 
 use serde::Serialize;
 
@@ -34,6 +35,9 @@ pub struct Report {
     pub peak_gemm_case: String,
     pub peak_copy_gbs: f64,
     pub rows: Vec<Row>,
+    /// Memory figures (name, bytes), e.g. the allocation measured during an end-to-end edit.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub memory: Vec<(String, u64)>,
 }
 
 impl Report {
@@ -72,6 +76,9 @@ impl Report {
                 "| {:<34} | {:<26} | {:<5} | {:>10.3} | {:>12} | {:>7} |\n",
                 r.name, r.shape, r.dtype, r.ms, rate, pct
             );
+        }
+        for (name, bytes) in &self.memory {
+            s += &format!("memory: {name}: {:.1} MiB\n", *bytes as f64 / (1u64 << 20) as f64);
         }
         s
     }

@@ -17,6 +17,8 @@ pub enum Bind<'a> {
     T(&'a Tensor),
     /// Bytes of a typed uniform struct (`bytemuck::bytes_of(&params)`).
     Uniform(&'a [u8]),
+    /// A whole buffer the caller keeps (a persistent uniform block it rewrites with queue writes between runs).
+    Buffer(&'a wgpu::Buffer),
 }
 
 /// A ready-to-run kernel launch.
@@ -71,6 +73,7 @@ impl Gpu {
             let resource = match b {
                 Bind::T(t) => t.binding(self, op)?,
                 Bind::Uniform(_) => u.next().expect("one uniform buffer per uniform bind").as_entire_binding(),
+                Bind::Buffer(b) => b.as_entire_binding(),
             };
             entries.push(wgpu::BindGroupEntry { binding: *idx, resource });
         }
@@ -88,6 +91,31 @@ impl Gpu {
     /// Encodes `list` into one compute pass, submits it, and reports any GPU error. Does not wait.
     pub fn run(&self, list: &[Dispatch]) -> Result<()> {
         super::timing::encode(self, list, 1, None)
+    }
+
+    /// Encodes the dispatches of `list` (e.g. several kept recordings chained) into one compute pass and one
+    /// submission, like `run`; returns the submission's index for [`Gpu::wait_for`]. Does not wait.
+    pub fn run_seq<'d>(&self, list: impl IntoIterator<Item = &'d Dispatch>) -> Result<wgpu::SubmissionIndex> {
+        self.scoped("run", || {
+            let mut enc = self.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+                for d in list {
+                    pass.set_pipeline(&d.pipeline);
+                    pass.set_bind_group(0, &d.bind_group, &[]);
+                    pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+                }
+            }
+            self.queue.submit([enc.finish()])
+        })
+    }
+
+    /// Waits until submission `index` (from [`Gpu::run_seq`]) has finished, and reports any GPU fault.
+    pub fn wait_for(&self, index: wgpu::SubmissionIndex) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None })
+            .map_err(|e| Error::Gpu { context: "poll".into(), message: e.to_string() })?;
+        self.take_fault()
     }
 
     /// Builds and runs one dispatch.

@@ -6,6 +6,7 @@ pub mod pipeline;
 pub mod pool;
 pub mod preprocess;
 mod report;
+pub mod tiles;
 pub mod timing;
 
 mod kernel_files {

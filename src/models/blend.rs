@@ -2,6 +2,9 @@
 //! sum of stored cross-attention maps at resolution `res`, per prompt the sum over its blend-word tokens, a 3×3
 //! max-pool (stride 1, pad 1), nearest upsampling to the latent size, division by the image's own maximum and a
 //! strict threshold; each target's mask is OR-ed with the source's, and `x_b ← x_src + mask_b·(x_b − x_src)`.
+//!
+//! The sampling loop blends on the GPU (`ops::blend::LocalBlend`, the same computation with f32 sums); these
+//! functions are its reference (tests/blend_gpu.rs).
 
 /// Blend masks `[B][h·w]` (1.0 or 0.0) from `store` `[B, res², keys]` (row 0 = source).
 pub fn masks(

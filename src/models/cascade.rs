@@ -9,8 +9,9 @@
 //! - `sr_unet/` + `sr_scheduler/`: the SR stage, a `UNet2DConditionModel` from 6 channels (the noisy high-res image
 //!   x_t, then the upsampled base image after noise augmentation) to 3, with `class_embed_type: "timestep"`: its
 //!   class label is the augmentation noise level;
-//! - `model_index.json` also holds `sr_noise_level` (integer) and `sr_guidance_scale` (number). Every component must
-//!   be listed with its class, and any other key is refused by name.
+//! - `model_index.json` also holds `sr_noise_level` (integer) and `sr_guidance_scale` (number), and optionally
+//!   `guidance_scale` (the base's default guidance when the command line gives none). Every component must be
+//!   listed with its class, and any other key is refused by name.
 //!
 //! **Sampling**, for prompts `[p_0, …, p_{B-1}]` (an edit's `[source, targets]`):
 //!
@@ -71,6 +72,8 @@ pub fn is_cascade(dir: &Path) -> Result<bool> {
 pub struct CascadeIndex {
     pub sr_noise_level: usize,
     pub sr_guidance_scale: f64,
+    /// The base stage's guidance scale when the command line gives none (optional key `guidance_scale`).
+    pub guidance_scale: Option<f64>,
 }
 
 impl CascadeIndex {
@@ -104,15 +107,22 @@ impl CascadeIndex {
                 return Err(Error::msg(format!("{name}: component `{k}` is {v}, expected {want}")));
             }
         }
-        let idx = CascadeIndex {
-            sr_noise_level: c.usize("sr_noise_level")?,
-            sr_guidance_scale: c
-                .get("sr_guidance_scale")
-                .ok_or_else(|| Error::msg(format!("{name}: `sr_guidance_scale` is missing")))?
-                .as_f64()
-                .filter(|g| g.is_finite())
-                .ok_or_else(|| Error::msg(format!("{name}: `sr_guidance_scale` must be a finite number")))?,
-        };
+        let idx =
+            CascadeIndex {
+                sr_noise_level: c.usize("sr_noise_level")?,
+                sr_guidance_scale: c
+                    .get("sr_guidance_scale")
+                    .ok_or_else(|| Error::msg(format!("{name}: `sr_guidance_scale` is missing")))?
+                    .as_f64()
+                    .filter(|g| g.is_finite())
+                    .ok_or_else(|| Error::msg(format!("{name}: `sr_guidance_scale` must be a finite number")))?,
+                guidance_scale: match c.get("guidance_scale") {
+                    None => None,
+                    Some(v) => Some(v.as_f64().filter(|g| g.is_finite()).ok_or_else(|| {
+                        Error::msg(format!("{name}: `guidance_scale` must be a finite number, got {v}"))
+                    })?),
+                },
+            };
         c.finish()?;
         Ok(idx)
     }

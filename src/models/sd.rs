@@ -1,14 +1,16 @@
 //! The Stable Diffusion 1.x/2.x text-to-image pipeline (diffusers' `StableDiffusionPipeline`) on our models:
 //! tokenise, encode `[negative × B, prompts]`, then per step run the UNet on the doubled latents with
-//! classifier-free guidance and apply the scheduler on the host; finally decode `latents / scaling_factor` with the
-//! VAE and map to `[0, 1]`. The UNet call is recorded once and replayed every step with new inputs.
+//! classifier-free guidance and the scheduler step, both on the GPU ([`GpuSampler`]); finally decode
+//! `latents / scaling_factor` with the VAE and map to `[0, 1]`. The UNet call is recorded once and replayed every
+//! step with new inputs; the latents are read back once, at the end.
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Dispatch, Gpu};
 use crate::nn::Ctx;
+use crate::ops::lincomb::{ScaleInput, StepProgram};
 use crate::ops::resample::concat_channels;
-use crate::schedulers::{self, SchedulerConfig};
+use crate::schedulers::{self, Scheduler, SchedulerConfig};
 use crate::tensor::{DType, Tensor};
 use crate::text::Tokenizer;
 
@@ -27,9 +29,25 @@ pub struct LoadOptions {
     pub variant: Option<String>,
 }
 
+/// The library default is f32 everywhere (what the parity tests compare against); the command line starts
+/// from [`LoadOptions::for_adapter`].
 impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions { dtype: DType::F32, vae_dtype: DType::F32, variant: None }
+    }
+}
+
+impl LoadOptions {
+    /// The text encoder's and UNet's default storage type on `gpu`: f16 where the adapter has SHADER_F16 and is
+    /// not a CPU (software) adapter; f32 otherwise. On lavapipe/llvmpipe f16 is emulated and slower than f32,
+    /// so CPU adapters keep f32 (and the CI tests keep their speed).
+    pub fn default_dtype(gpu: &Gpu) -> DType {
+        if gpu.has_f16() && gpu.info.device_type != wgpu::DeviceType::Cpu { DType::F16 } else { DType::F32 }
+    }
+
+    /// The defaults on `gpu`: [`LoadOptions::default_dtype`] for the text encoder and UNet, an f32 VAE.
+    pub fn for_adapter(gpu: &Gpu) -> LoadOptions {
+        LoadOptions { dtype: Self::default_dtype(gpu), ..Default::default() }
     }
 }
 
@@ -138,8 +156,9 @@ impl Denoiser<'_> {
 
     /// Text-to-image sampling with classifier-free guidance from `g.latents` (shared by every prompt), with the
     /// extra inputs `cond` of a conditioned stage; returns the final samples, NHWC `[B, h, w, C]` (C = the UNet's
-    /// `out_channels`). `progress(step, total)` is called after each UNet evaluation. The UNet call is recorded
-    /// once and replayed every step with new inputs.
+    /// `out_channels`). `progress(step, total)` is called after each UNet evaluation is submitted (at most one
+    /// runs behind). The UNet call is recorded once and replayed every step with new inputs; the sample stays on
+    /// the GPU until the end.
     pub fn generate(
         &self,
         gpu: &Gpu,
@@ -201,29 +220,86 @@ impl Denoiser<'_> {
             None => sample.clone(),
         };
         let out = self.unet.forward_full(&mut cx, &input, &tsteps, labels.as_ref(), &text, None)?;
-        let plane = h * w * c;
-        let sigma = sched.init_noise_sigma() as f32;
-        let one = nchw_to_nhwc(&g.latents, 1, c, h, w);
-        let mut x: Vec<f32> = (0..b).flat_map(|_| one.iter().map(|v| v * sigma)).collect();
+        let mut gs = GpuSampler::new(gpu, sched.as_ref(), &g.latents, b, (h, w, c), &sample, &[&out], g.guidance)?;
         let total = sched.timesteps().len();
         for i in 0..total {
             let t = sched.timesteps()[i] as f32;
-            sample.write_f32(gpu, &[x.clone(), x.clone()].concat())?;
             tsteps.write_f32(gpu, &vec![t; 2 * b])?;
-            gpu.run(&cx.rec)?;
-            let pred = out.to_f32(gpu)?;
-            x = sched.step(i, &cfg(&pred, b * plane, g.guidance), &x)?;
+            gs.prepare(gpu, sched.as_mut(), i, 0)?;
+            gs.submit(gpu, &cx.rec, std::iter::empty())?;
             progress(i + 1, total);
         }
-        Ok(x)
+        gs.finish(gpu)
     }
 }
 
-/// Classifier-free guidance of a `[uncond × B, cond × B]` prediction with `half` values per half:
-/// `u + s·(c − u)`, in f64.
-pub(crate) fn cfg(pred: &[f32], half: usize, scale: f64) -> Vec<f32> {
-    let (u, c) = pred.split_at(half);
-    u.iter().zip(c).map(|(&u, &c)| (u as f64 + scale * (c as f64 - u as f64)) as f32).collect()
+/// The sample and the scheduler step of one sampling loop, on the GPU: the sample X (f32 `[B, h, w, C]`, row b =
+/// prompt b) is uploaded once; per UNet evaluation the host writes only small uniforms (the input scale and the
+/// step program's coefficients, see `ops::lincomb`), and one submission runs the input preparation (`s·X` into
+/// both halves of the UNet's CFG input), the caller's UNet recording, the step program (classifier-free guidance
+/// folded into its `Out` terms) and whatever the caller appends (local blending). Nothing is read back until
+/// [`GpuSampler::finish`]; one evaluation is kept in flight (each submission waits for the one before it).
+pub(crate) struct GpuSampler {
+    pub x: Tensor,
+    prep: ScaleInput,
+    step: StepProgram,
+    pending: Option<wgpu::SubmissionIndex>,
+}
+
+impl GpuSampler {
+    /// X = the shared initial latent `latents` (`[1, C, h, w]` NCHW) times the scheduler's `init_noise_sigma`, in
+    /// each of `b` rows; `input` is the UNet's sample input `[2B, h, w, C]` (its dtype), `outputs` the UNet
+    /// outputs (`[2B, h, w, C]`, uncond then cond) of the recordings the loop replays.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        gpu: &Gpu,
+        sched: &dyn Scheduler,
+        latents: &[f32],
+        b: usize,
+        (h, w, c): (usize, usize, usize),
+        input: &Tensor,
+        outputs: &[&Tensor],
+        guidance: f64,
+    ) -> Result<GpuSampler> {
+        let sigma = sched.init_noise_sigma() as f32;
+        let one = nchw_to_nhwc(latents, 1, c, h, w);
+        let x0: Vec<f32> = (0..b).flat_map(|_| one.iter().map(|v| v * sigma)).collect();
+        let x = Tensor::from_f32(gpu, &[b, h, w, c], DType::F32, &x0)?;
+        let prep = ScaleInput::new(gpu, &x, input)?;
+        let step = StepProgram::new(gpu, &x, outputs, guidance, sched.history_slots())?;
+        Ok(GpuSampler { x, prep, step, pending: None })
+    }
+
+    /// Writes the values of UNet evaluation `i` (reading output `output`): the input scale and the step program.
+    pub(crate) fn prepare(&mut self, gpu: &Gpu, sched: &mut dyn Scheduler, i: usize, output: usize) -> Result<()> {
+        self.prep.set(gpu, sched.input_scale(i))?;
+        let ops = sched.program(i)?;
+        self.step.load(gpu, output, &ops)
+    }
+
+    /// Submits input preparation, `unet`, the step and `after`, in one submission, then waits for the previous
+    /// evaluation's submission.
+    pub(crate) fn submit<'a>(
+        &mut self,
+        gpu: &Gpu,
+        unet: &'a [Dispatch],
+        after: impl Iterator<Item = &'a Dispatch>,
+    ) -> Result<()> {
+        let idx = {
+            let (prep, step) = (&self.prep, &self.step);
+            let after = after.map(|d| -> &Dispatch { d });
+            gpu.run_seq(std::iter::once(prep.dispatch()).chain(unet).chain(step.dispatches()).chain(after))?
+        };
+        if let Some(prev) = self.pending.replace(idx) {
+            gpu.wait_for(prev)?;
+        }
+        Ok(())
+    }
+
+    /// Downloads the final samples, NHWC `[B, h, w, C]` (waits for the GPU).
+    pub(crate) fn finish(self, gpu: &Gpu) -> Result<Vec<f32>> {
+        self.x.to_f32(gpu)
+    }
 }
 
 impl StableDiffusion {
@@ -284,21 +360,18 @@ impl StableDiffusion {
     /// Decodes NHWC latents `[B, h, w, C]` to NCHW images in [0, 1]; fails on NaN/Inf instead of returning a
     /// black or broken image.
     pub fn decode(&self, gpu: &Gpu, x: &[f32], b: usize, (h, w): (usize, usize)) -> Result<Vec<f32>> {
-        let c = self.vae.config.latent_channels;
         let sf = self.vae.config.scaling_factor;
         let z: Vec<f32> = x.iter().map(|&v| (v as f64 / sf) as f32).collect();
-        let mut cx = Ctx::new(gpu, self.vae.dtype);
-        let zt = Tensor::from_f32(gpu, &[b, h, w, c], self.vae.dtype, &z)?;
-        let img = self.vae.forward(&mut cx, &zt)?;
-        cx.flush()?;
-        let raw = img.to_f32(gpu)?;
+        // One image at a time, each whole or in blended tiles (`VaeDecoder::decode_plan`).
+        let raw = self.vae.decode(gpu, &z, b, (h, w))?;
         if let Some(bad) = raw.iter().find(|v| !v.is_finite()) {
             return Err(Error::msg(format!(
                 "the decoded image holds {bad} values (numeric overflow{}); no image written",
                 if self.vae.dtype == DType::F16 { "; the f16 VAE overflows, use an f32 VAE" } else { "" }
             )));
         }
-        let (hh, ww, oc) = (img.shape[1], img.shape[2], img.shape[3]);
+        let up = self.vae.config.upscale();
+        let (hh, ww, oc) = (h * up, w * up, self.vae.config.out_channels);
         let img01: Vec<f32> = raw.iter().map(|&v| (v / 2.0 + 0.5).clamp(0.0, 1.0)).collect();
         Ok(nhwc_to_nchw(&img01, b, oc, hh, ww))
     }

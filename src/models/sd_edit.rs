@@ -2,7 +2,9 @@
 //! `[uncond × B, cond × B]`; every cross-attention layer applies the edit of the current UNet evaluation (its
 //! window row rewritten on the GPU each step), the self-attention layers inject the source's maps inside the self
 //! window, the cross maps are stored for local blending and pictures, and blending follows each scheduler step.
-//! Two recordings of the UNet call (with and without self-injection) are made once and replayed.
+//! Two recordings of the UNet call (with and without self-injection) are made once and replayed; the scheduler
+//! step, guidance and local blending (masks included) run on the GPU in the same submission as the UNet, and the
+//! samples, stores and last masks are read back once, at the end.
 //!
 //! The loop belongs to [`Denoiser`], so that every pipeline edits its (first) denoising stage the same way:
 //! Stable Diffusion on its latents, then the VAE; the pixel cascade on its base images, then super-resolution.
@@ -10,12 +12,12 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::{AttnHooks, Ctx, StoreAt};
 use crate::ops::attention::CrossEdit;
+use crate::ops::blend::LocalBlend;
 use crate::p2p::EditPlan;
 use crate::schedulers;
 use crate::tensor::{DType, Tensor};
 
-use super::blend;
-use super::sd::{Denoiser, StableDiffusion, cfg, nchw_to_nhwc, nhwc_to_nchw};
+use super::sd::{Denoiser, GpuSampler, StableDiffusion, nhwc_to_nchw};
 
 /// Sampling options of an edit.
 #[derive(Clone, Debug)]
@@ -180,35 +182,44 @@ impl Denoiser<'_> {
         let out_plain = self.unet.forward_hooked(&mut cx, &sample, &tsteps, &text, Some(&hooks))?;
         let rec_plain = std::mem::take(&mut cx.rec);
 
-        let plane = h * w * c;
-        let sigma = sched.init_noise_sigma() as f32;
-        let one = nchw_to_nhwc(&r.latents, 1, c, h, w);
-        let mut x: Vec<f32> = (0..b).flat_map(|_| one.iter().map(|v| v * sigma)).collect();
+        // The sample, the step and local blending on the GPU; the blend reads the first store (its side).
+        let mut gs = GpuSampler::new(
+            gpu,
+            sched.as_ref(),
+            &r.latents,
+            b,
+            (h, w, c),
+            &sample,
+            &[&out_inject, &out_plain],
+            r.guidance,
+        )?;
+        let blend = match &plan.blend {
+            Some(bp) => {
+                Some((LocalBlend::new(gpu, &store_bufs[0].2, &bp.positions, bp.threshold, &gs.x)?, bp.start_step))
+            }
+            None => None,
+        };
         let total = sched.timesteps().len();
-        let mut blend_masks = None;
+        let mut blended = false;
         for i in 0..total {
             let ts = sched.timesteps()[i] as f32;
-            sample.write_f32(gpu, &[x.clone(), x.clone()].concat())?;
             tsteps.write_f32(gpu, &vec![ts; 2 * b])?;
             edit.write_alpha(gpu, &plan.edit_data(i)?.alpha)?;
             let inject = plan.self_steps.0 <= i && i < plan.self_steps.1;
-            let (rec, out) = if inject { (&rec_inject, &out_inject) } else { (&rec_plain, &out_plain) };
-            gpu.run(rec)?;
-            let pred = out.to_f32(gpu)?;
-            x = sched.step(i, &cfg(&pred, b * plane, r.guidance), &x)?;
-            if let Some(bp) = &plan.blend {
-                if i >= bp.start_step {
-                    let (res, _, buf) = &store_bufs[0];
-                    let sum = buf.to_f32(gpu)?;
-                    let m = blend::masks(&sum, b, *res, keys, &bp.positions, bp.threshold, (h, w));
-                    blend::apply(&mut x, &m, h * w, c);
-                    blend_masks = Some(m);
-                }
-            }
+            let (rec, output) = if inject { (&rec_inject, 0) } else { (&rec_plain, 1) };
+            gs.prepare(gpu, sched.as_mut(), i, output)?;
+            let lb = blend.as_ref().filter(|(_, start)| i >= *start).map(|(lb, _)| lb);
+            blended |= lb.is_some();
+            gs.submit(gpu, rec, lb.into_iter().flat_map(LocalBlend::dispatches))?;
             progress(i + 1, total);
         }
+        let x = gs.finish(gpu)?;
         drop((rec_inject, rec_plain, cx));
 
+        let blend_masks = match &blend {
+            Some((lb, _)) if blended => Some(lb.read_masks(gpu)?),
+            _ => None,
+        };
         let attention = match attention_res.and_then(|a| store_bufs.iter().find(|(res, _, _)| *res == a)) {
             Some((res, _, buf)) => Some((buf.to_f32(gpu)?, *res, total)),
             None => None,

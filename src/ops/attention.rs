@@ -127,6 +127,59 @@ fn flash_kernel(dt: DType, d: usize) -> Kernel {
         .flag("SPLIT_D", flash_split(d))
 }
 
+/// Which flash-attention kernel runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlashCore {
+    /// kernels/attention/flash.wgsl: f32 arithmetic on staged key blocks, any adapter, f32 or f16 storage.
+    Portable,
+    /// kernels/attention/flash_coop.wgsl: Q·Kᵀ and P·V as 16×16×16 cooperative-matrix products, f16 storage,
+    /// 64 queries per workgroup of 4 subgroups of 32 lanes, `bkv` keys per block (32 or 64).
+    Coop { bkv: usize },
+    /// The coop kernel with emulated fragments (kernels/attention/flash_mma_emu.wgsl), for tests.
+    CoopEmu { bkv: usize },
+}
+
+/// Queries per workgroup of the cooperative-matrix flash kernel.
+const COOP_BQ: usize = 64;
+
+/// Head dim padded to the 16-wide fragments.
+fn coop_dp(d: usize) -> usize {
+    d.div_ceil(16) * 16
+}
+
+/// Workgroup memory of the cooperative-matrix flash kernel (with the emulation's extra query copy when `emu`).
+pub fn flash_coop_bytes(d: usize, bkv: usize, emu: bool) -> u32 {
+    let ld = coop_dp(d) + 8;
+    let emu_q = if emu { 64 * coop_dp(d) * 2 } else { 0 };
+    let bytes = 2 * bkv * ld * 2 + 64 * (bkv + 4) * 4 + 64 * (bkv + 8) * 2 + 256 * 4 + emu_q;
+    bytes as u32
+}
+
+/// The flash kernel `attention` uses for `dtype` and head dim `d` on `gpu`: the cooperative-matrix one for f16
+/// where the adapter has 16×16×16 f16→f32 cooperative matrices with subgroup size 32 (unless `P2P_WGPU_NO_COOP`),
+/// with the largest key block whose workgroup memory fits; else the portable one.
+pub fn flash_core(gpu: &Gpu, dtype: DType, d: usize) -> FlashCore {
+    if dtype != DType::F16 || !crate::gpu::tiles::coop_usable(gpu) || std::env::var_os("P2P_WGPU_NO_COOP").is_some() {
+        return FlashCore::Portable;
+    }
+    let limit = gpu.limits.max_compute_workgroup_storage_size;
+    [64, 32]
+        .into_iter()
+        .find(|&bkv| flash_coop_bytes(d, bkv, false) <= limit)
+        .map_or(FlashCore::Portable, |bkv| FlashCore::Coop { bkv })
+}
+
+fn flash_coop_kernel(d: usize, bkv: usize, emu: bool) -> Kernel {
+    let path = if emu { "attention/flash_mma_emu.wgsl" } else { "attention/flash_coop.wgsl" };
+    let dp = coop_dp(d);
+    let mut k =
+        typed(path, DType::F16).def("D", format!("{d}u")).def("DP", format!("{dp}u")).def("BKV", format!("{bkv}u"));
+    for c in 1..dp / 16 {
+        k = k.flag(&format!("DC{c}"), true);
+    }
+    k
+}
+
 fn cross_kernel(dt: DType, d: usize, max_keys: usize, bp: usize, store: bool) -> Kernel {
     typed("attention/cross_edit.wgsl", dt)
         .def("D", format!("{d}u"))
@@ -136,9 +189,16 @@ fn cross_kernel(dt: DType, d: usize, max_keys: usize, bp: usize, store: bool) ->
 }
 
 /// Every variant of this family, for the naga test: {f32, f16} × [`HEAD_DIMS`] for the flash kernel, and the
-/// same × both key capacities × {plain, store} for the cross-attention edit kernel.
+/// same × both key capacities × {plain, store} for the cross-attention edit kernel; the cooperative-matrix flash
+/// kernel (and its emulation) for every head dim and both key blocks.
 pub fn variants() -> Vec<Kernel> {
     let mut v = Vec::new();
+    for d in HEAD_DIMS {
+        for bkv in [32, 64] {
+            v.push(flash_coop_kernel(d, bkv, false));
+            v.push(flash_coop_kernel(d, bkv, true));
+        }
+    }
     for dt in [DType::F32, DType::F16] {
         for d in HEAD_DIMS {
             v.push(flash_kernel(dt, d));
@@ -222,6 +282,22 @@ pub fn attention(
     out: &Tensor,
     o: &AttentionOpts,
 ) -> Result<()> {
+    let core = flash_core(gpu, q.dtype, q.shape.last().copied().unwrap_or(0) / o.heads.max(1));
+    attention_with(gpu, rec, q, k, v, out, o, core)
+}
+
+/// [`attention`] with the kernel given (tests run the cooperative-matrix kernel's emulation through it).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_with(
+    gpu: &Gpu,
+    rec: &mut Recording,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    out: &Tensor,
+    o: &AttentionOpts,
+    core: FlashCore,
+) -> Result<()> {
     let op = "attention";
     let s = check_qkv(op, q, k, v, out, o.heads)?;
     let inj = o.inject.unwrap_or(Inject { src: 0, first: 0, count: 0 });
@@ -246,7 +322,31 @@ pub fn attention(
     if s.batch == 0 || s.nq == 0 {
         return Ok(());
     }
-    let q_blocks = s.nq.div_ceil(flash_bq(s.d));
+    let kernel = match core {
+        FlashCore::Portable => flash_kernel(q.dtype, s.d),
+        FlashCore::Coop { bkv } | FlashCore::CoopEmu { bkv } => {
+            let emu = matches!(core, FlashCore::CoopEmu { .. });
+            if q.dtype != DType::F16 || !(bkv == 32 || bkv == 64) {
+                return Err(Error::shape(op, format!("{core:?} takes f16 tensors and key blocks of 32 or 64")));
+            }
+            if !emu && !crate::gpu::tiles::coop_usable(gpu) {
+                return Err(Error::shape(op, "the adapter has no 16×16 f16 cooperative matrices (subgroup size 32)"));
+            }
+            let need = flash_coop_bytes(s.d, bkv, emu);
+            if need > gpu.limits.max_compute_workgroup_storage_size {
+                return Err(Error::limit(
+                    op,
+                    format!(
+                        "{core:?} at head dim {} needs {need} bytes of workgroup memory, the adapter has {}",
+                        s.d, gpu.limits.max_compute_workgroup_storage_size
+                    ),
+                ));
+            }
+            flash_coop_kernel(s.d, bkv, emu)
+        }
+    };
+    let bq = if core == FlashCore::Portable { flash_bq(s.d) } else { COOP_BQ };
+    let q_blocks = s.nq.div_ceil(bq);
     let groups = q_blocks * o.heads * s.batch;
     let p = FlashParams {
         batch: u32_of(op, "batch", s.batch)?,
@@ -262,7 +362,6 @@ pub fn attention(
         scale: o.scale.unwrap_or(1.0 / (s.d as f32).sqrt()),
         causal: u32::from(o.causal),
     };
-    let kernel = flash_kernel(q.dtype, s.d);
     let binds = [
         (0, Bind::T(q)),
         (1, Bind::T(k)),
@@ -598,22 +697,38 @@ pub fn cross_attention_edit(
 mod tests {
     use super::*;
 
-    /// Every variant stays within the portable 16 KiB of workgroup memory.
+    /// Every portable variant stays within the portable 16 KiB of workgroup memory; the cooperative-matrix flash
+    /// variants use what `flash_coop_bytes` says (the op checks it against the adapter), at most 48 KiB.
     #[test]
     fn workgroup_memory_fits_16_kib() {
-        for k in variants() {
-            let src = k.source().unwrap();
-            let module =
-                naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{k}: {}", e.emit_to_string(&src)));
-            let bytes: u32 = module
-                .global_variables
-                .iter()
-                .filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup)
-                .map(|(_, g)| module.types[g.ty].inner.size(module.to_ctx()))
-                .sum();
+        for d in HEAD_DIMS {
+            for bkv in [32, 64] {
+                for emu in [false, true] {
+                    let k = flash_coop_kernel(d, bkv, emu);
+                    let got = workgroup_bytes(&k);
+                    assert_eq!(got, flash_coop_bytes(d, bkv, emu), "{k}");
+                }
+            }
+            assert!(flash_coop_bytes(d, 32, false) <= 48 * 1024, "head dim {d}");
+        }
+        // The emulation runs within lavapipe's 32 KiB up to head dim 64.
+        assert!(flash_coop_bytes(64, 32, true) <= 32 * 1024);
+        for k in variants().into_iter().filter(|k| !k.path.contains("coop") && !k.path.contains("emu")) {
+            let bytes = workgroup_bytes(&k);
             assert!(bytes <= 16384, "{k} uses {bytes} bytes of workgroup memory");
             assert!(bytes >= 4096, "{k} uses only {bytes} bytes: a define went missing?");
         }
+    }
+
+    fn workgroup_bytes(k: &Kernel) -> u32 {
+        let src = k.source().unwrap();
+        let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{k}: {}", e.emit_to_string(&src)));
+        module
+            .global_variables
+            .iter()
+            .filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup)
+            .map(|(_, g)| module.types[g.ty].inner.size(module.to_ctx()))
+            .sum()
     }
 
     #[test]

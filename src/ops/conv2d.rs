@@ -1,11 +1,11 @@
-//! 2-D convolution in NHWC as an implicit GEMM on the GEMM cores (kernels/conv2d/), matching
+//! 2-D convolution in NHWC as an implicit GEMM on the GEMM cores and tiles of `ops::matmul` (kernels/conv2d/), matching
 //! `torch.nn.functional.conv2d` with square stride and padding, plus an optional fused bias, activation and
 //! residual add. Weights are re-laid once from PyTorch's OIHW to `[Cout, kh, kw, Cin]` (`oihw_to_ohwi`).
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Kernel};
 use crate::tensor::{DType, Tensor};
 
-use super::matmul::{GemmCore, GemmParams, choose_core, gemm_kernel, push};
+use super::matmul::{GemmFiles, GemmParams, GemmTile, TilePlan, gemm_kernel, push, tile_plan};
 use super::{Activation, Recording, u32_of};
 
 /// Geometry and epilogue of a convolution.
@@ -48,17 +48,29 @@ pub fn oihw_to_ohwi(w: &[f32], cout: usize, cin: usize, kh: usize, kw: usize) ->
     out
 }
 
-fn conv_kernel(core: GemmCore, dt: DType, bias: bool, residual: bool, act: Activation) -> Kernel {
-    gemm_kernel("conv2d/conv2d.wgsl", "conv2d/conv2d_coop.wgsl", core, dt, true, bias, residual, act)
+const CONV_FILES: GemmFiles = GemmFiles {
+    tiled: "conv2d/conv2d.wgsl",
+    coop: "conv2d/conv2d_coop.wgsl",
+    coop_basic: "conv2d/conv2d_coop_basic.wgsl",
+    coop_emu: "conv2d/conv2d_mma_emu.wgsl",
+};
+
+fn conv_kernel(tile: GemmTile, vec4: bool, dt: DType, bias: bool, residual: bool, act: Activation) -> Kernel {
+    gemm_kernel(CONV_FILES, tile, vec4, dt, true, bias, residual, act)
 }
 
-/// Every conv variant, for the naga test.
+/// Every conv variant (each GEMM tile, portable tiles in f32 and f16, coop tiles in f16), for the naga test.
 pub fn variants() -> Vec<Kernel> {
     let mut v = Vec::new();
-    for (core, dt) in [(GemmCore::Tiled, DType::F32), (GemmCore::Tiled, DType::F16), (GemmCore::Coop, DType::F16)] {
-        for (bias, residual) in [(false, false), (true, false), (true, true)] {
-            for act in [Activation::None, Activation::Silu] {
-                v.push(conv_kernel(core, dt, bias, residual, act));
+    for tile in crate::gpu::tiles::all_tiles() {
+        let dtypes: &[DType] = if tile.f16_only() { &[DType::F16] } else { &[DType::F32, DType::F16] };
+        for &dt in dtypes {
+            for (bias, residual) in [(false, false), (true, false), (true, true)] {
+                for act in [Activation::None, Activation::Silu] {
+                    for vec4 in [false, true] {
+                        v.push(conv_kernel(tile, vec4, dt, bias, residual, act));
+                    }
+                }
             }
         }
     }
@@ -70,6 +82,20 @@ pub fn variants() -> Vec<Kernel> {
 /// Shapes: `x` `[B, H, W, Cin]`, `w` `[Cout, kh, kw, Cin]`, `bias` `[Cout]`, `out` and `residual`
 /// `[B, Ho, Wo, Cout]`.
 pub fn conv2d(gpu: &Gpu, rec: &mut Recording, x: &Tensor, w: &Tensor, out: &Tensor, o: &Conv2dOpts) -> Result<()> {
+    let plan = tile_plan(gpu, x.dtype)?;
+    conv2d_with(gpu, rec, x, w, out, o, plan)
+}
+
+/// [`conv2d`] with the GEMM tile plan given (tests run every tile through it).
+pub fn conv2d_with(
+    gpu: &Gpu,
+    rec: &mut Recording,
+    x: &Tensor,
+    w: &Tensor,
+    out: &Tensor,
+    o: &Conv2dOpts,
+    plan: TilePlan,
+) -> Result<()> {
     let op = "conv2d";
     let dt = x.dtype;
     let [b, h, wd, cin] = x.shape[..] else {
@@ -111,6 +137,10 @@ pub fn conv2d(gpu: &Gpu, rec: &mut Recording, x: &Tensor, w: &Tensor, out: &Tens
         pad: o.pad as u32,
         ..Default::default()
     };
-    let kernel = conv_kernel(choose_core(gpu, dt), dt, o.bias.is_some(), o.residual.is_some(), o.act);
-    push(gpu, rec, &kernel, x, w, out, o.bias, o.residual, &p, 1)
+    let tile = plan.pick(b * ho * wo, cout, 1);
+    tile.check(gpu, dt).map_err(|e| Error::shape(op, format!("tile {tile}: {e}")))?;
+    // Vector loads when every run of four starts at a multiple of 4: Cin % 4 == 0 (then K % 4 == 0 too).
+    let vec4 = plan.vec4 && cin % 4 == 0 && [x, w].iter().all(|t| t.offset() % (4 * dt.size() as u64) == 0);
+    let kernel = conv_kernel(tile, vec4, dt, o.bias.is_some(), o.residual.is_some(), o.act);
+    push(gpu, rec, &kernel, tile, x, w, out, o.bias, o.residual, &p, 1)
 }

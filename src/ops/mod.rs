@@ -2,10 +2,12 @@
 //! uniforms and the grid size. Ops append `Dispatch`es to a recording (`&mut Vec<Dispatch>`) that the caller runs
 //! with `Gpu::run`, so a sequence of ops becomes one submission.
 pub mod attention;
+pub mod blend;
 pub mod conv2d;
 pub mod copy;
 pub mod elementwise;
 pub mod embed;
+pub mod lincomb;
 pub mod matmul;
 pub mod norm;
 pub mod resample;
@@ -113,6 +115,8 @@ pub fn variants() -> Vec<Kernel> {
     v.extend(resample::variants());
     v.extend(attention::variants());
     v.extend(softmax::variants());
+    v.extend(lincomb::variants());
+    v.extend(blend::variants());
     v
 }
 
