@@ -213,7 +213,8 @@ def write_grid(path: str, strips, scale: int = 4) -> None:
     from PIL import Image, ImageDraw
 
     side = strips[0][1].shape[0] * scale
-    pad, head, per_line = 6, 26, (3 * side + 2 * pad) // 6
+    pad, head = 6, 26
+    per_line = (3 * side + 2 * pad) // 6
     cols = ["source", "P2P edit", "plain regeneration"]
     W = 3 * side + 4 * pad
     H = head + len(strips) * (side + head + pad) + pad
@@ -290,10 +291,10 @@ def main() -> None:
                           scheduler=type(m["sched"]).__name__, reweight=REWEIGHT, blend_res=blend_res,
                           seconds=round(time.time() - t0, 1))
     print(json.dumps(report, indent=1))
-    if args.grid:
-        write_grid(args.grid, strips)
     if args.out:
         Path(args.out).write_text(json.dumps(dict(summary=report, rows=rows_all), indent=1))
+    if args.grid:
+        write_grid(args.grid, strips)
 
 
 if __name__ == "__main__":

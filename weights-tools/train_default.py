@@ -10,7 +10,7 @@ Stages (one command runs them all, in order):
            after noise augmentation], class_embed_type="timestep" carrying the augmentation level), conditioned on
            the frozen base text encoder, trained on random 64×64 crops;
 3. export: fp16 safetensors in diffusers layout under models/default/ (model_index.json names the stages), then a
-           sanity run (PNDM 50 steps for the base, DDIM for SR) that writes PNGs to <work>/samples/.
+           sanity run (DDIM with x0 clipping: 50 steps for the base, 25 for SR) that writes PNGs to <work>/samples/.
 
 Every stage is time-budgeted (--base-minutes, --sr-minutes) or step-budgeted (--base-steps, --sr-steps; a given step
 count wins and makes the run reproducible from --seed) and checkpoints to <work> every --ckpt-minutes, so a killed
@@ -418,7 +418,7 @@ def export(args, work: Path) -> dict:
     te, unet, ck = load_base(work)
     trained = trained_token_ids(load_tokenizer())
     with torch.no_grad():  # rows of tokens no caption uses were never trained: zero them (same outputs for the
-        table = te.text_model.embeddings.token_embedding.weight  # world's prompts; zeros compress in git)
+        table = te.get_input_embeddings().weight  # world's prompts; zeros compress in git)
         keep = torch.zeros(table.shape[0], dtype=torch.bool)
         keep[sorted(trained)] = True
         table[~keep] = 0
@@ -582,7 +582,7 @@ def sanity(args, work: Path) -> list[str]:
         sheet[i * 130:i * 130 + 128, :128] = np.kron(L[i], np.ones((4, 4, 1)))
         sheet[i * 130:i * 130 + 128, 130:258] = H[i]
     world.save_png(str(sd / "sheet.png"), sheet)
-    log(work, f"sanity: {len(prompts)} prompts, base {steps} PNDM steps {t_base:.1f}s, SR {args.sanity_sr_steps} DDIM steps "
+    log(work, f"sanity: {len(prompts)} prompts, base {steps} DDIM steps {t_base:.1f}s, SR {args.sanity_sr_steps} DDIM steps "
               f"{t_sr:.1f}s -> {sd}")
     return written
 
