@@ -46,15 +46,11 @@ fn main(
     if (g >= p.groups) {
         return;
     }
-    let qb = g % p.q_blocks;
-    let rest = g / p.q_blocks;
-    let h = rest % p.heads;
-    let b = rest / p.heads;
-    // Row that supplies Q and K: the source row for injected rows, else the row itself. V is always row b's.
-    var src = b;
-    if (b >= p.inject_first && b - p.inject_first < p.inject_count) {
-        src = p.inject_src;
-    }
+    let fg = flash_group(p, g);
+    let qb = fg.qb;
+    let h = fg.h;
+    let b = fg.b;
+    let src = fg.src;
     let qi = qb * BQ + li / DSPLIT;
     let valid = qi < p.nq;
     // This invocation's vec4 slice of the head: t0..t0+DS.

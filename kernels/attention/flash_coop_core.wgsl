@@ -88,14 +88,11 @@ fn main(
     if (g >= p.groups) {
         return;
     }
-    let qb = g % p.q_blocks;
-    let rest = g / p.q_blocks;
-    let h = rest % p.heads;
-    let b = rest / p.heads;
-    var src = b;
-    if (b >= p.inject_first && b - p.inject_first < p.inject_count) {
-        src = p.inject_src;
-    }
+    let fg = flash_group(p, g);
+    let qb = fg.qb;
+    let h = fg.h;
+    let b = fg.b;
+    let src = fg.src;
     let sg = li / 32u;
     let lane = li % 32u;
     let q0 = qb * BQ;

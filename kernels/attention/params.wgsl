@@ -22,6 +22,25 @@ struct FlashParams {
     causal: u32,
 }
 
+// Workgroup `g` of a flash launch (g < groups): its query block, head and batch row, and the row that supplies Q
+// and K: the injection source for injected rows, else the row itself (V is always row b's).
+struct FlashGroup {
+    qb: u32,
+    h: u32,
+    b: u32,
+    src: u32,
+}
+
+fn flash_group(f: FlashParams, g: u32) -> FlashGroup {
+    let rest = g / f.q_blocks;
+    let b = rest / f.heads;
+    var src = b;
+    if (b >= f.inject_first && b - f.inject_first < f.inject_count) {
+        src = f.inject_src;
+    }
+    return FlashGroup(g % f.q_blocks, rest % f.heads, b, src);
+}
+
 // Cross-attention with the Prompt-to-Prompt edit (attention/cross_edit.wgsl). Shapes as FlashParams, nk <=
 // MAX_KEYS. Rows src_row+1..src_row+n_targets are the targets of the source row src_row.
 struct CrossParams {
