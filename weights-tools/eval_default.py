@@ -40,9 +40,8 @@ PALETTE = {k: np.asarray(v, np.float32) / 255 for k, v in world.COLOURS.items()}
 BGS = {k: np.asarray(v, np.float32) / 255 for k, v in world.BACKGROUNDS.items()}
 
 
-def analyse(img: np.ndarray, shapes: bool | set = True) -> dict:
-    """shapes: True = classify every object's shape; a set of colour names = only those objects'."""
-    h, w, _ = img.shape
+def label_pixels(img: np.ndarray):
+    """(background name, palette names, per-pixel palette index, mix fraction, residual, foreground mask)."""
     border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
     med = np.median(border, 0)
     bg = min(BGS, key=lambda k: np.sum((BGS[k] - med) ** 2))
@@ -58,6 +57,13 @@ def analyse(img: np.ndarray, shapes: bool | set = True) -> dict:
     a = np.take_along_axis(alpha, lab[..., None], -1)[..., 0]
     r = np.take_along_axis(resid, lab[..., None], -1)[..., 0]
     fg = np.sqrt((rel ** 2).sum(-1)) > FG_THRESH
+    return bg, names, lab, a, r, fg
+
+
+def analyse(img: np.ndarray, shapes: bool | set = True) -> dict:
+    """shapes: True = classify every object's shape; a set of colour names = only those objects'."""
+    h, w, _ = img.shape
+    bg, names, lab, a, r, fg = label_pixels(img)
     objects = []
     min_px = max(3, int(MIN_FRAC * h * w))
     for ci, name in enumerate(names):

@@ -67,22 +67,9 @@ class _Pipe:
         self.tokenizer, self.text_encoder, self.unet, self.vae = m["tok"], m["te"], m["unet"], _Identity()
 
 
-def mask_of(img: np.ndarray, colour: str, bg: str | None = None) -> np.ndarray:
+def mask_of(img: np.ndarray, colour: str) -> np.ndarray:
     """Pixels the analyser assigns to `colour` (boolean [H, W])."""
-    h, w, _ = img.shape
-    border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
-    med = np.median(border, 0)
-    bgk = bg or min(ev.BGS, key=lambda k: np.sum((ev.BGS[k] - med) ** 2))
-    col = ev.PALETTE[colour] - ev.BGS[bgk]
-    rel = img - ev.BGS[bgk]
-    names = list(ev.PALETTE)
-    seg = np.stack([ev.PALETTE[k] for k in names]) - ev.BGS[bgk]
-    alpha = np.clip((rel[:, :, None, :] * seg).sum(-1) / (seg * seg).sum(-1), 0, 1)
-    resid = np.sqrt(((rel[:, :, None, :] - alpha[..., None] * seg) ** 2).sum(-1))
-    lab = resid.argmin(-1)
-    a = np.take_along_axis(alpha, lab[..., None], -1)[..., 0]
-    fg = np.sqrt((rel ** 2).sum(-1)) > ev.FG_THRESH
-    del col
+    _, names, lab, a, _, fg = ev.label_pixels(img)
     return fg & (lab == names.index(colour)) & (a > 0.5)
 
 

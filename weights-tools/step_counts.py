@@ -31,18 +31,6 @@ CLASSES = {"pndm": PNDMScheduler, "ddim": DDIMScheduler, "dpm++": DPMSolverMulti
            "euler": EulerDiscreteScheduler}
 
 
-@torch.no_grad()
-def sample(m: dict, sched, prompts: list[str], noise: torch.Tensor, steps: int, guidance: float) -> torch.Tensor:
-    emb = torch.cat([td.encode(m, [""] * len(prompts)), td.encode(m, prompts)])
-    sched.set_timesteps(steps)
-    x = noise * sched.init_noise_sigma
-    for t in sched.timesteps:
-        inp = sched.scale_model_input(torch.cat([x, x]), t)
-        eu, ec = m["unet"](inp, t, emb).sample.chunk(2)
-        x = sched.step(eu + guidance * (ec - eu), t, x).prev_sample
-    return x.clamp(-1, 1)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(Path(__file__).resolve().parents[1] / "models" / "default"))
@@ -59,11 +47,16 @@ def main() -> None:
     res = m["unet"].config.sample_size
     noise = torch.stack([torch.randn(3, res, res, generator=torch.Generator().manual_seed(s)) for s in range(args.n)])
     t0 = time.time()
-    ref = sample(m, PNDMScheduler.from_config(config), prompts, noise, 50, guidance)
+
+    def sample(sched, steps: int) -> torch.Tensor:
+        m["sched"] = sched
+        return td.sample_base(m, prompts, steps=steps, guidance=guidance, latents=noise)
+
+    ref = sample(PNDMScheduler.from_config(config), 50)
     table = {}
     for name, cls in CLASSES.items():
         for steps in [int(s) for s in args.steps.split(",")]:
-            x = sample(m, cls.from_config(config), prompts, noise, steps, guidance)
+            x = sample(cls.from_config(config), steps)
             d = ((x - ref).flatten(1).norm(dim=1) / ref.flatten(1).norm(dim=1)).numpy()
             table[f"{name}@{steps}"] = dict(mean_rel_l2=round(float(d.mean()), 4),
                                             within_0_1=round(float((d < 0.1).mean()), 3))

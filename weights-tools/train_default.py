@@ -508,8 +508,9 @@ def sample_base(m: dict, prompts: list[str], seed: int = 0, steps: int = 50, gui
     sched.set_timesteps(steps)
     res = m["unet"].config.sample_size
     x = latents if latents is not None else torch.randn(b, 3, res, res, generator=torch.Generator().manual_seed(seed))
+    x = x * sched.init_noise_sigma  # 1 except for Euler
     for t in sched.timesteps:
-        eps = m["unet"](torch.cat([x, x]), t, emb).sample
+        eps = m["unet"](sched.scale_model_input(torch.cat([x, x]), t), t, emb).sample
         eu, ec = eps.chunk(2)
         x = sched.step(eu + guidance * (ec - eu), t, x).prev_sample
     return x.clamp(-1, 1)
