@@ -267,6 +267,45 @@ fn model_guidance_scale_is_the_default_guidance() {
 }
 
 #[test]
+fn model_step_counts_are_the_default_steps() {
+    let d = tmp("steps");
+    let with = d.join("model");
+    copy_model(&with, "");
+    let index = with.join("model_index.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&index).unwrap()).unwrap();
+    v["num_inference_steps"] = serde_json::json!(3);
+    v["sr_num_inference_steps"] = serde_json::json!(2);
+    std::fs::write(&index, v.to_string()).unwrap();
+    let base = ["--prompt", "a red circle", "--seed", "5", "--save-raw"];
+    let (a, b, c) = (d.join("a"), d.join("b"), d.join("c"));
+    let m = model();
+    let runs: [(&Path, &Path, &[&str]); 3] = [
+        (&with, &a, &[]),
+        (&m, &b, &["--steps", "3", "--sr-steps", "2"]),
+        (&with, &c, &["--steps", "4", "--sr-steps", "3"]),
+    ];
+    for (model, out, extra) in runs {
+        let mut args = base.to_vec();
+        args.extend(["--model", model.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        args.extend(extra);
+        ok(&args);
+    }
+    for key in ["base_images", "images"] {
+        let (ia, ib, ic) = (raw(&a, key), raw(&b, key), raw(&c, key));
+        assert_eq!(ia, ib, "{key}: model_index.json's step counts 3/2 must act as --steps 3 --sr-steps 2");
+        assert!(rel_l2(&ic, &wide(&ia)) > 1e-4, "{key}: --steps/--sr-steps must override the model's step counts");
+    }
+    for bad in [serde_json::json!(0), serde_json::json!(2.5), serde_json::json!("many")] {
+        v["sr_num_inference_steps"] = bad;
+        std::fs::write(&index, v.to_string()).unwrap();
+        let o = run(&["--model", with.to_str().unwrap(), "--prompt", "a red circle", "--out", a.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains("sr_num_inference_steps") && err.lines().count() == 1, "{err}");
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
 fn cascade_without_sr_unet_is_a_one_line_error() {
     let d = tmp("broken");
     let broken = d.join("model");

@@ -96,19 +96,21 @@ def base_unet_config() -> dict:
 
 
 def sr_unet_config() -> dict:
-    # attention only at the coarsest level (128 channels / 4 heads = 32 per head) and in the mid block.
+    # attention only at the coarsest level (64 channels / 4 heads = 16 per head) and in the mid block. Narrow (16
+    # channels at 128²) so that an SR step costs about a base step on lavapipe; the world's flat-colour shapes need
+    # little more than sharpened edges.
     return dict(
         sample_size=SR_RES,
         in_channels=6,
         out_channels=3,
         layers_per_block=1,
-        block_out_channels=(32, 64, 128),
+        block_out_channels=(16, 32, 64),
         down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
         mid_block_type="UNetMidBlock2DCrossAttn",
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
         cross_attention_dim=128,
         attention_head_dim=4,
-        norm_num_groups=32,
+        norm_num_groups=8,
         class_embed_type="timestep",
     )
 
@@ -255,12 +257,26 @@ def train_base(args, work: Path, tok: CLIPTokenizer) -> None:
             log(work, f"base: already done at step {step}")
             return
         log(work, f"base: resumed at step {step} ({elapsed / 60:.1f} min)")
+    frozen = ck.get("te_frozen_at") if args.resume and ckpt_path.exists() else None
+
+    def freeze_te() -> None:
+        # From here on the text encoder is the EMA text encoder, fixed: the SR stage (trained beside the rest of the
+        # base run) is conditioned on exactly the encoder that is exported.
+        te.load_state_dict(ema.shadow["te"].state_dict())
+        te.requires_grad_(False).eval()
+        for p in te.parameters():
+            opt.state.pop(p, None)
+
+    if frozen is not None:
+        freeze_te()
+        log(work, f"base: text encoder frozen since step {frozen}")
     log(work, f"base: text encoder {n_params(te):,} params, unet {n_params(unet):,} params")
 
     def save(done=False):
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save(dict(te=te.state_dict(), unet=unet.state_dict(), opt=opt.state_dict(), ema=ema.state_dict(),
-                        step=step, elapsed=elapsed, losses=losses, rng=rng, gen=gen.get_state(), done=done), tmp)
+                        step=step, elapsed=elapsed, losses=losses, rng=rng, gen=gen.get_state(), done=done,
+                        te_frozen_at=frozen), tmp)
         os.replace(tmp, ckpt_path)
 
     te.train(); unet.train()
@@ -274,6 +290,11 @@ def train_base(args, work: Path, tok: CLIPTokenizer) -> None:
                 break
         elif elapsed >= args.base_minutes * 60:
             break
+        if frozen is None and args.freeze_te_at is not None and step >= args.freeze_te_at:
+            frozen = step
+            freeze_te()
+            save()
+            log(work, f"base: text encoder frozen at step {step} (EMA weights)")
         x0, caps = base_batch(rng, args.seed * 1_000_003, step, args.batch, args.p_uncond)
         ids = tokenize(tok, caps)
         noise = torch.randn(x0.shape, generator=gen)
@@ -281,14 +302,15 @@ def train_base(args, work: Path, tok: CLIPTokenizer) -> None:
         xt = sched.add_noise(x0, noise, t)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.lr, args.warmup)
-        emb = te(ids).last_hidden_state
+        with torch.set_grad_enabled(frozen is None):
+            emb = te(ids).last_hidden_state
         pred = unet(xt, t, emb).sample
         loss = F.mse_loss(pred, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        ema.update({"te": te, "unet": unet})
+        ema.update({"unet": unet} if frozen is not None else {"te": te, "unet": unet})
         step += 1
         window.append(loss.item())
         if step % args.log_every == 0:
@@ -314,14 +336,21 @@ def load_base(work: Path, use_ema: bool = True):
     return te.eval(), unet.eval(), ck
 
 
+def te_fingerprint(te: torch.nn.Module) -> float:
+    return float(sum(p.double().abs().sum() for p in te.parameters()))
+
+
 def train_sr(args, work: Path, tok: CLIPTokenizer) -> None:
     ckpt_path = work / "sr.pt"
-    te, _, _ = load_base(work)
+    te, _, bck = load_base(work)
     te.requires_grad_(False)
+    if bck.get("te_frozen_at") is None:
+        log(work, "sr: warning: the base text encoder is not frozen yet; the SR stage must be retrained if it changes")
+    te_print = te_fingerprint(te)
     torch.manual_seed(args.seed + 2)
     unet = UNet2DConditionModel(**sr_unet_config())
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.0)
-    ema = EMA({"unet": unet}, args.ema)
+    ema = EMA({"unet": unet}, args.sr_ema)
     sched = noise_scheduler()
     rng = np.random.default_rng([args.seed, 2])
     gen = torch.Generator().manual_seed(args.seed + 3)
@@ -340,7 +369,8 @@ def train_sr(args, work: Path, tok: CLIPTokenizer) -> None:
     def save(done=False):
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save(dict(unet=unet.state_dict(), opt=opt.state_dict(), ema=ema.state_dict(), step=step,
-                        elapsed=elapsed, losses=losses, rng=rng, gen=gen.get_state(), done=done), tmp)
+                        elapsed=elapsed, losses=losses, rng=rng, gen=gen.get_state(), done=done,
+                        te_fingerprint=te_print, config=sr_unet_config()), tmp)
         os.replace(tmp, ckpt_path)
 
     unet.train()
@@ -416,6 +446,7 @@ def export(args, work: Path) -> dict:
         if (out / sub).exists():
             shutil.rmtree(out / sub)
     te, unet, ck = load_base(work)
+    te_print = te_fingerprint(te)
     trained = trained_token_ids(load_tokenizer())
     with torch.no_grad():  # rows of tokens no caption uses were never trained: zero them (same outputs for the
         table = te.get_input_embeddings().weight  # world's prompts; zeros compress in git)
@@ -429,6 +460,9 @@ def export(args, work: Path) -> dict:
     sr_steps = 0
     if (work / "sr.pt").exists():
         sck = torch.load(work / "sr.pt", weights_only=False)
+        if sck.get("te_fingerprint") != te_print:
+            raise SystemExit("export: the SR stage was trained against another text encoder than the base's; "
+                             "retrain it (--stages sr without --resume)")
         sr.load_state_dict(sck["ema"]["unet"]); sr_steps = sck["step"]
     else:
         print("warning: no SR checkpoint; exporting an untrained SR stage", flush=True)
@@ -609,6 +643,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--ema", type=float, default=0.999, help="EMA decay cap (warmup: (1+n)/(10+n))")
+    ap.add_argument("--sr-ema", type=float, default=0.995, help="EMA decay cap of the SR stage (a shorter run)")
+    ap.add_argument("--freeze-te-at", type=int, default=2985,
+                    help="base step from which the text encoder is fixed (its EMA weights); the SR stage needs it")
     ap.add_argument("--p-uncond", type=float, default=0.1)
     ap.add_argument("--sr-aug-max", type=int, default=250, help="max SR noise-augmentation level in training")
     ap.add_argument("--sr-noise-level", type=int, default=100)

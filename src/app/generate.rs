@@ -33,9 +33,9 @@ pub struct GenerateArgs {
     /// Unconditional prompt for classifier-free guidance.
     #[arg(long, default_value = "")]
     pub negative_prompt: String,
-    /// Sampling steps.
-    #[arg(long, default_value_t = 50)]
-    pub steps: usize,
+    /// Sampling steps [default: the model's `num_inference_steps` (a cascade's model_index.json), else 50].
+    #[arg(long)]
+    pub steps: Option<usize>,
     /// Classifier-free guidance scale [default: the model's `guidance_scale` (a cascade's model_index.json), else
     /// 7.5].
     #[arg(long)]
@@ -69,7 +69,7 @@ pub struct GenerateArgs {
     /// cascade: the base stage's outputs, and "base_images" [B,3,h,w] in [0,1]).
     #[arg(long)]
     pub save_raw: bool,
-    /// Cascade: super-resolution sampling steps (default: --steps).
+    /// Cascade: super-resolution sampling steps [default: the model's `sr_num_inference_steps`, else --steps].
     #[arg(long)]
     pub sr_steps: Option<usize>,
     /// Cascade: super-resolution guidance scale (default: the model's sr_guidance_scale).
@@ -359,6 +359,10 @@ struct Job<'a> {
     vae_dtype: DType,
     /// `--guidance`, else the model's default.
     guidance: f64,
+    /// `--steps`, else the model's default.
+    steps: usize,
+    /// `--sr-steps`, else the model's default, else `steps` (cascades only).
+    sr_steps: usize,
     plan: Option<&'a EditPlan>,
     prompts: &'a [String],
     latents: Option<(Vec<f32>, [usize; 4])>,
@@ -370,7 +374,7 @@ impl Job<'_> {
         let a = self.a;
         EditRun {
             negative: a.negative_prompt.clone(),
-            steps: a.steps,
+            steps: self.steps,
             guidance: self.guidance,
             scheduler: self.kind,
             latents,
@@ -386,7 +390,7 @@ impl Job<'_> {
         Generate {
             prompts: self.prompts.to_vec(),
             negative: a.negative_prompt.clone(),
-            steps: a.steps,
+            steps: self.steps,
             guidance: self.guidance,
             scheduler: self.kind,
             latents,
@@ -475,13 +479,7 @@ fn run_cascade(gpu: &Gpu, j: Job, progress: &mut dyn FnMut(usize, usize)) -> Res
         ];
         write_atomic(s, &safetensors_f32(&t)?)?;
     }
-    let sr = SrRun {
-        steps: a.sr_steps.unwrap_or(a.steps),
-        guidance: a.sr_guidance,
-        scheduler: None,
-        aug_noise,
-        latents: sr_latents,
-    };
+    let sr = SrRun { steps: j.sr_steps, guidance: a.sr_guidance, scheduler: None, aug_noise, latents: sr_latents };
     let out = match j.plan {
         None => m.generate(gpu, &j.generate(data, hw), &sr, progress)?,
         Some(plan) => m.edit(gpu, plan, &j.edit_run(data, hw), &sr, progress)?,
@@ -539,12 +537,9 @@ pub fn run(a: &GenerateArgs, adapter: Option<String>) -> Result<()> {
             )
         })?,
     };
-    if a.steps == 0 || a.steps > 1000 {
-        return Err(Error::msg(format!("--steps must be between 1 and 1000, got {}", a.steps)));
-    }
-    if let Some(s) = a.sr_steps {
-        if s == 0 || s > 1000 {
-            return Err(Error::msg(format!("--sr-steps must be between 1 and 1000, got {s}")));
+    for (flag, s) in [("--steps", a.steps), ("--sr-steps", a.sr_steps)] {
+        if let Some(s) = s.filter(|s| *s == 0 || *s > 1000) {
+            return Err(Error::msg(format!("{flag} must be between 1 and 1000, got {s}")));
         }
     }
     if let Some(g) = a.guidance.filter(|g| !g.is_finite()) {
@@ -562,8 +557,10 @@ pub fn run(a: &GenerateArgs, adapter: Option<String>) -> Result<()> {
         return Err(Error::msg("--self-max-res must be positive"));
     }
     let cascade = is_cascade(&model)?;
-    let model_guidance = if cascade { CascadeIndex::read(&model)?.guidance_scale } else { None };
-    let guidance = a.guidance.or(model_guidance).unwrap_or(7.5);
+    let index = if cascade { Some(CascadeIndex::read(&model)?) } else { None };
+    let guidance = a.guidance.or(index.as_ref().and_then(|i| i.guidance_scale)).unwrap_or(7.5);
+    let steps = a.steps.or(index.as_ref().and_then(|i| i.num_inference_steps)).unwrap_or(50);
+    let sr_steps = a.sr_steps.or(index.as_ref().and_then(|i| i.sr_num_inference_steps)).unwrap_or(steps);
     if !cascade && (a.sr_steps.is_some() || a.sr_guidance.is_some()) {
         return Err(Error::msg("--sr-steps and --sr-guidance need a cascade model (P2PCascadePipeline)"));
     }
@@ -571,7 +568,7 @@ pub fn run(a: &GenerateArgs, adapter: Option<String>) -> Result<()> {
     let (plan, tok) = if a.is_edit() {
         let spec = a.edit_spec(&prompt)?;
         let tok = crate::text::Tokenizer::from_model_dir(&model)?;
-        (Some(EditPlan::new(&spec, &tok, a.steps)?), Some(tok))
+        (Some(EditPlan::new(&spec, &tok, steps)?), Some(tok))
     } else {
         (None, None)
     };
@@ -610,8 +607,19 @@ pub fn run(a: &GenerateArgs, adapter: Option<String>) -> Result<()> {
         bar.set_length(n as u64);
         bar.set_position(i as u64);
     };
-    let job =
-        Job { a, model: &model, dtype, vae_dtype, guidance, plan: plan.as_ref(), prompts: &prompts, latents, kind };
+    let job = Job {
+        a,
+        model: &model,
+        dtype,
+        vae_dtype,
+        guidance,
+        steps,
+        sr_steps,
+        plan: plan.as_ref(),
+        prompts: &prompts,
+        latents,
+        kind,
+    };
     let out = if cascade { run_cascade(&gpu, job, &mut progress)? } else { run_sd(&gpu, job, &mut progress)? };
     bar.finish_and_clear();
 

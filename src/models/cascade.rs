@@ -10,8 +10,9 @@
 //!   x_t, then the upsampled base image after noise augmentation) to 3, with `class_embed_type: "timestep"`: its
 //!   class label is the augmentation noise level;
 //! - `model_index.json` also holds `sr_noise_level` (integer) and `sr_guidance_scale` (number), and optionally
-//!   `guidance_scale` (the base's default guidance when the command line gives none). Every component must be
-//!   listed with its class, and any other key is refused by name.
+//!   `guidance_scale` (the base's default guidance when the command line gives none), `num_inference_steps` and
+//!   `sr_num_inference_steps` (the default step counts of the two stages). Every component must be listed with its
+//!   class, and any other key is refused by name.
 //!
 //! **Sampling**, for prompts `[p_0, …, p_{B-1}]` (an edit's `[source, targets]`):
 //!
@@ -74,6 +75,10 @@ pub struct CascadeIndex {
     pub sr_guidance_scale: f64,
     /// The base stage's guidance scale when the command line gives none (optional key `guidance_scale`).
     pub guidance_scale: Option<f64>,
+    /// The base stage's step count when the command line gives none (optional key `num_inference_steps`).
+    pub num_inference_steps: Option<usize>,
+    /// The SR stage's step count when the command line gives none (optional key `sr_num_inference_steps`).
+    pub sr_num_inference_steps: Option<usize>,
 }
 
 impl CascadeIndex {
@@ -122,9 +127,22 @@ impl CascadeIndex {
                         Error::msg(format!("{name}: `guidance_scale` must be a finite number, got {v}"))
                     })?),
                 },
+                num_inference_steps: optional_steps(&mut c, name, "num_inference_steps")?,
+                sr_num_inference_steps: optional_steps(&mut c, name, "sr_num_inference_steps")?,
             };
         c.finish()?;
         Ok(idx)
+    }
+}
+
+/// An optional step count of `model_index.json`: an integer from 1 to 1000.
+fn optional_steps(c: &mut Config, file: &str, key: &str) -> Result<Option<usize>> {
+    match c.get(key) {
+        None => Ok(None),
+        Some(v) => match v.as_u64().filter(|n| (1..=1000).contains(n)) {
+            Some(n) => Ok(Some(n as usize)),
+            None => Err(Error::msg(format!("{file}: `{key}` must be an integer from 1 to 1000, got {v}"))),
+        },
     }
 }
 
