@@ -178,7 +178,7 @@ fn other_tiles() {
         if tile.check(gpu, dt).is_err() {
             continue;
         }
-        let p = Some(TilePlan { large: tile, small: tile, vec4: true });
+        let p = Some(TilePlan { large: tile, small: tile, vec4: true, narrow: false });
         run_tiled(2, 9, 7, 8, 20, 3, 1, (1, 0), true, 20, p, &[dt]);
         run_tiled(1, 9, 8, 5, 36, 3, 2, (1, 0), true, 21, p, &[dt]);
         run_tiled(1, 6, 6, 12, 70, 1, 1, (0, 0), true, 22, p, &[dt]);

@@ -139,7 +139,7 @@ fn every_portable_tile() {
         .collect();
     assert!(tiles.len() >= 4, "{tiles:?}");
     for (i, tile) in tiles.into_iter().enumerate() {
-        let plan = Some(TilePlan { large: tile, small: tile, vec4: true });
+        let plan = Some(TilePlan { large: tile, small: tile, vec4: true, narrow: false });
         let seed = 40 + 3 * i as u64;
         // K % 4 == 0: vector loads (with a K tail inside the last slice).
         let fused = Case { trans_b: true, bias: true, residual: true, act: Activation::Gelu, ..case(2, 131, 44, 70) };
@@ -193,7 +193,7 @@ fn emulated_coop(tiles: &[GemmTile], seed: u64) {
             continue;
         }
         ran += 1;
-        let plan = Some(TilePlan { large: tile, small: tile, vec4: true });
+        let plan = Some(TilePlan { large: tile, small: tile, vec4: true, narrow: false });
         let seed = seed + 3 * i as u64;
         // Vector loads (K % 4 == 0), then scalar ones (odd K and N).
         let fused = Case { trans_b: true, bias: true, residual: true, act: Activation::Silu, ..case(2, 131, 44, 70) };
@@ -227,7 +227,7 @@ fn tile_timings() {
     let gpu = gpu();
     for dt in dtypes() {
         for tile in candidates(gpu, dt) {
-            let plan = TilePlan { large: tile, small: tile, vec4: false };
+            let plan = TilePlan { large: tile, small: tile, vec4: false, narrow: false };
             let mut line = format!("{dt:?} {:<22}", tile.name());
             for (m, k, n) in [(77, 64, 96), (256, 320, 320), (154, 768, 320), (64, 1280, 2560)] {
                 let (ta, _) = upload(&[m, k], dt, &vec![0.01; m * k]);

@@ -649,6 +649,9 @@ pub fn run(a: &GenerateArgs, adapter: Option<String>) -> Result<()> {
         write_atomic(&a.out.join("raw.safetensors"), &safetensors_f32(&t)?)?;
     }
     eprintln!("wrote {} image(s) of {w}x{h} to {} in {:.1} s", b, a.out.display(), t0.elapsed().as_secs_f64());
+    if let Some(p) = &gpu.profile {
+        eprint!("{}", p.table());
+    }
     Ok(())
 }
 

@@ -47,6 +47,8 @@ pub struct Gpu {
     pub pool: Arc<BufferPool>,
     /// First uncaptured error or device-loss message, set by wgpu's callbacks.
     fault: Arc<Mutex<Option<Error>>>,
+    /// `P2P_WGPU_PROFILE` set: [`Gpu::run_seq`] runs and times every dispatch alone (`gpu::profile`).
+    pub profile: Option<super::profile::Profile>,
 }
 
 fn scalar(t: wgpu::CooperativeScalarType) -> String {
@@ -159,6 +161,7 @@ impl Gpu {
             pipelines: PipelineCache::default(),
             pool: Arc::new(BufferPool::default()),
             fault,
+            profile: super::profile::Profile::from_env(),
         })
     }
 

@@ -96,6 +96,9 @@ impl Gpu {
     /// Encodes the dispatches of `list` (e.g. several kept recordings chained) into one compute pass and one
     /// submission, like `run`; returns the submission's index for [`Gpu::wait_for`]. Does not wait.
     pub fn run_seq<'d>(&self, list: impl IntoIterator<Item = &'d Dispatch>) -> Result<wgpu::SubmissionIndex> {
+        if let Some(p) = &self.profile {
+            return p.run_each(self, list);
+        }
         self.scoped("run", || {
             let mut enc = self.device.create_command_encoder(&Default::default());
             {

@@ -5,6 +5,7 @@ pub mod dispatch;
 pub mod pipeline;
 pub mod pool;
 pub mod preprocess;
+pub mod profile;
 mod report;
 pub mod tiles;
 pub mod timing;

@@ -231,6 +231,9 @@ pub struct TilePlan {
     pub large: GemmTile,
     pub small: GemmTile,
     pub vec4: bool,
+    /// GEMMs with at most 16 or 32 output columns take [`NARROW_16`] / [`NARROW_32`] instead of a wider portable
+    /// tile (the adapter tables and autotuned plans; not a tile forced by `P2P_WGPU_GEMM`).
+    pub narrow: bool,
 }
 
 /// Workgroup count (with the large tile) below which a GEMM takes the small tile: about one workgroup per compute
@@ -241,6 +244,15 @@ impl TilePlan {
     /// The tile for an `m × n` output, `batch` times.
     pub fn pick(&self, m: usize, n: usize, batch: usize) -> GemmTile {
         let t = self.large;
+        if self.narrow && t.core == GemmCore::Tiled {
+            // A 64-wide tile on 16 columns computes 4× the work it keeps (the narrow SR UNet levels of the default
+            // model on lavapipe: conv 16→16 at 128² 0.57 s → see NOTES.md).
+            for narrow in [NARROW_16, NARROW_32] {
+                if n <= narrow.bn as usize && t.bn > narrow.bn {
+                    return narrow;
+                }
+            }
+        }
         let groups = (m as u64).div_ceil(t.bm as u64) * (n as u64).div_ceil(t.bn as u64) * batch as u64;
         if groups < SMALL_GRID { self.small } else { self.large }
     }
@@ -248,6 +260,9 @@ impl TilePlan {
 
 /// Portable tiles that every adapter accepts (16 KiB of workgroup memory, 256 or 64 invocations).
 pub const TILED_64: GemmTile = GemmTile::tiled(64, 64, 16, 4, 4);
+/// Narrow portable tiles for GEMMs with few output columns (64 and 128 invocations, 10 and 12 KiB).
+pub const NARROW_16: GemmTile = GemmTile::tiled(64, 16, 16, 4, 4);
+pub const NARROW_32: GemmTile = GemmTile::tiled(64, 32, 16, 4, 4);
 pub const TILED_32: GemmTile = GemmTile::tiled(32, 32, 16, 4, 4);
 
 /// The tile table: for each adapter class and storage type, the large and small tiles, each replaced by the next
@@ -260,7 +275,7 @@ pub fn table(gpu: &Gpu, dtype: DType) -> TilePlan {
     if dtype == DType::F16 && coop_usable(gpu) && std::env::var_os("P2P_WGPU_NO_COOP").is_none() {
         let large = first(&[GemmTile::coop(4, 32), GemmTile::coop(4, 16), GemmTile::coop(2, 32), GemmTile::COOP_BASIC]);
         let small = first(&[GemmTile::coop(2, 32), GemmTile::coop(2, 16), GemmTile::COOP_BASIC]);
-        return TilePlan { large, small, vec4 };
+        return TilePlan { large, small, vec4, narrow: false };
     }
     let (large, small) = match class {
         // llvmpipe (Mesa 22.3, 8-wide subgroups): one tile for every shape, as each variant costs a JIT compile
@@ -275,7 +290,8 @@ pub fn table(gpu: &Gpu, dtype: DType) -> TilePlan {
             (first(&[TILED_64]), first(&[TILED_32, TILED_64]))
         }
     };
-    TilePlan { large, small, vec4 }
+    let narrow = [NARROW_16, NARROW_32].iter().all(fits);
+    TilePlan { large, small, vec4, narrow }
 }
 
 /// The tile of software rasterisers (see NOTES.md for the lavapipe timings behind it).
@@ -307,6 +323,8 @@ pub fn candidates(gpu: &Gpu, dtype: DType) -> Vec<GemmTile> {
 pub fn all_tiles() -> Vec<GemmTile> {
     vec![
         GemmTile::tiled(64, 64, 16, 4, 4),
+        NARROW_16,
+        NARROW_32,
         GemmTile::tiled(32, 32, 16, 4, 4),
         GemmTile::tiled(64, 64, 32, 4, 4),
         GemmTile::tiled(128, 64, 16, 8, 4),
@@ -407,7 +425,7 @@ fn tuned_map<T>(f: impl FnOnce(&mut BTreeMap<(String, String), TilePlan>) -> T) 
         for (key, ad) in TileCache::load().adapters {
             for (dt, plan) in ad.plans {
                 if let (Some(large), Some(small)) = (GemmTile::parse(&plan.large), GemmTile::parse(&plan.small)) {
-                    m.insert((key.clone(), dt), TilePlan { large, small, vec4: plan.vec4 });
+                    m.insert((key.clone(), dt), TilePlan { large, small, vec4: plan.vec4, narrow: true });
                 }
             }
         }
@@ -426,7 +444,7 @@ pub fn tuned(gpu: &Gpu, dtype: DType) -> Option<TilePlan> {
 /// it could not be (the plan applies to this process either way).
 pub fn remember(gpu: &Gpu, dtype: DType, plan: TunedPlan) -> Result<PathBuf, String> {
     if let (Some(large), Some(small)) = (GemmTile::parse(&plan.large), GemmTile::parse(&plan.small)) {
-        let p = TilePlan { large, small, vec4: plan.vec4 };
+        let p = TilePlan { large, small, vec4: plan.vec4, narrow: true };
         tuned_map(|m| m.insert((adapter_key(gpu), dtype.name().to_string()), p));
     }
     let mut cache = TileCache::load();

@@ -80,7 +80,7 @@ pub fn tile_plan(gpu: &Gpu, dtype: DType) -> Result<TilePlan> {
         // f32 GEMMs cannot take a coop tile: they keep the table's choice.
         if !(t.f16_only() && dtype != DType::F16) {
             t.check(gpu, dtype).map_err(|e| Error::msg(format!("P2P_WGPU_GEMM={v} on {}: {e}", gpu.info.name)))?;
-            return Ok(TilePlan { large: t, small: t, vec4: crate::gpu::tiles::table(gpu, dtype).vec4 });
+            return Ok(TilePlan { large: t, small: t, vec4: crate::gpu::tiles::table(gpu, dtype).vec4, narrow: false });
         }
     }
     let no_coop = std::env::var_os("P2P_WGPU_NO_COOP").is_some();
@@ -213,7 +213,10 @@ pub fn autotune(gpu: &Gpu, dtype: DType) -> Result<TuneReport> {
     let (Some(large), Some(small)) = (best(|t| t.1), best(|t| t.2)) else {
         return Err(Error::msg(format!("GEMM autotune on {}: no candidate tile ran correctly", gpu.info.name)));
     };
-    Ok(TuneReport { plan: TilePlan { large, small, vec4: crate::gpu::tiles::table(gpu, dtype).vec4 }, timings })
+    Ok(TuneReport {
+        plan: TilePlan { large, small, vec4: crate::gpu::tiles::table(gpu, dtype).vec4, narrow: false },
+        timings,
+    })
 }
 
 /// One representative GEMM of the autotune, with its inputs and a few reference entries.
@@ -250,7 +253,15 @@ impl TuneCase {
         let mut rec = Recording::new();
         let o = MatmulOpts { trans_b: true, ..Default::default() };
         let vec4 = crate::gpu::tiles::table(gpu, self.a.dtype).vec4;
-        matmul_with(gpu, &mut rec, &self.a, &self.b, &self.c, &o, TilePlan { large: tile, small: tile, vec4 })?;
+        matmul_with(
+            gpu,
+            &mut rec,
+            &self.a,
+            &self.b,
+            &self.c,
+            &o,
+            TilePlan { large: tile, small: tile, vec4, narrow: false },
+        )?;
         let (s, _) = crate::gpu::timing::time_dispatches(gpu, &rec, iters)?;
         let got = self.c.to_f32(gpu)?;
         let dt_out = self.c.dtype;
