@@ -74,6 +74,33 @@ fn latents_file_reproduces_diffusers() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Guidance exactly 1 runs the conditional half only (no unconditional batch); it must give what the full
+/// classifier-free guidance formula gives at a scale next to 1 (the difference, 1e-6 × (C − U), is far below the
+/// tolerance), and a scale of 2 must differ.
+#[test]
+fn guidance_one_skips_the_unconditional_half() {
+    let dir = tmp("guidance1");
+    let model = fixtures().join("sd1-tiny");
+    let m = model.to_str().unwrap();
+    let base = ["--model", m, "--prompt", "a red bicycle", "--steps", "3", "--seed", "4", "--save-raw"];
+    let run_with = |g: &str, name: &str| {
+        let out = dir.join(name);
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend_from_slice(&["--guidance", g, "--negative-prompt", "blurry", "--out", out.to_str().unwrap()]);
+        let o = run(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        read(&out.join("raw.safetensors"), "latents")
+    };
+    std::fs::create_dir_all(&dir).unwrap();
+    let one = run_with("1", "one");
+    let near: Vec<f64> = run_with("1.000001", "near").iter().map(|&v| v as f64).collect();
+    let two: Vec<f64> = run_with("2", "two").iter().map(|&v| v as f64).collect();
+    let e = rel_l2(&one, &near);
+    assert!(e <= 1e-5, "guidance 1 (no CFG batch) vs 1.000001 (CFG): {e:.2e}");
+    assert!(rel_l2(&one, &two) > 1e-3, "guidance 2 must differ from guidance 1");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn seed_is_deterministic_and_save_latents_reproduces() {
     let dir = tmp("seed");

@@ -154,9 +154,9 @@ impl Denoiser<'_> {
         Ok(schedulers::build(self.scheduler, kind, steps)?.timesteps().len())
     }
 
-    /// Text-to-image sampling with classifier-free guidance from `g.latents` (shared by every prompt), with the
-    /// extra inputs `cond` of a conditioned stage; returns the final samples, NHWC `[B, h, w, C]` (C = the UNet's
-    /// `out_channels`). `progress(step, total)` is called after each UNet evaluation is submitted (at most one
+    /// Text-to-image sampling with classifier-free guidance (none at guidance 1) from `g.latents` (shared by every
+    /// prompt), with the extra inputs `cond` of a conditioned stage; returns the final samples, NHWC `[B, h, w, C]`
+    /// (C = the UNet's `out_channels`). `progress(step, total)` is called after each UNet evaluation is submitted (at most one
     /// runs behind). The UNet call is recorded once and replayed every step with new inputs; the sample stays on
     /// the GPU until the end.
     pub fn generate(
@@ -198,22 +198,31 @@ impl Denoiser<'_> {
             }
         }
         let mut sched = schedulers::build(self.scheduler, g.scheduler, g.steps)?;
-        let text = self.text_encoder.encode(gpu, &self.encode_ids(&g.prompts, &g.negative)?)?;
+        // Guidance exactly 1 is U + (C − U) = C: the unconditional half is not run (as diffusers, which skips
+        // classifier-free guidance for scales ≤ 1; other scales below 1 keep the formula).
+        let cfg = g.guidance != 1.0;
+        let rows = if cfg { 2 * b } else { b };
+        let mut ids = self.encode_ids(&g.prompts, &g.negative)?;
+        if !cfg {
+            ids.drain(..b);
+        }
+        let text = self.text_encoder.encode(gpu, &ids)?;
 
         // The UNet call, recorded once on persistent inputs (with a conditioning image, the channel concatenation
         // is recorded in front of it).
         let dt = self.unet.dtype;
         let mut cx = Ctx::new(gpu, dt);
-        let sample = cx.alloc(&[2 * b, h, w, c])?;
-        let tsteps = cx.alloc_as(&[2 * b], DType::F32)?;
+        let sample = cx.alloc(&[rows, h, w, c])?;
+        let tsteps = cx.alloc_as(&[rows], DType::F32)?;
         let labels = match cond.and_then(|k| k.class_label) {
-            Some(l) => Some(Tensor::from_f32(gpu, &[2 * b], DType::F32, &vec![l; 2 * b])?),
+            Some(l) => Some(Tensor::from_f32(gpu, &[rows], DType::F32, &vec![l; rows])?),
             None => None,
         };
         let input = match cond {
             Some(k) => {
-                let image = Tensor::from_f32(gpu, &[2 * b, h, w, cc], dt, &[k.image, k.image].concat())?;
-                let cat = cx.alloc(&[2 * b, h, w, c + cc])?;
+                let image = k.image.repeat(rows / b);
+                let image = Tensor::from_f32(gpu, &[rows, h, w, cc], dt, &image)?;
+                let cat = cx.alloc(&[rows, h, w, c + cc])?;
                 concat_channels(gpu, &mut cx.rec, &sample, &image, &cat)?;
                 cat
             }
@@ -224,7 +233,7 @@ impl Denoiser<'_> {
         let total = sched.timesteps().len();
         for i in 0..total {
             let t = sched.timesteps()[i] as f32;
-            tsteps.write_f32(gpu, &vec![t; 2 * b])?;
+            tsteps.write_f32(gpu, &vec![t; rows])?;
             gs.prepare(gpu, sched.as_mut(), i, 0)?;
             gs.submit(gpu, &cx.rec, std::iter::empty())?;
             progress(i + 1, total);

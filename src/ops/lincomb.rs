@@ -325,7 +325,8 @@ struct OpShape {
 }
 
 /// Runs scheduler step programs on GPU tensors: the sample `x` (f32 `[B, …]`), the UNet outputs it may read
-/// (`[2B, …]`, uncond then cond; `Slot::Out` is their guided combination) and the history vectors it owns.
+/// (`[2B, …]`, uncond then cond; `Slot::Out` is their guided combination; `[B, …]` without classifier-free guidance,
+/// only with guidance 1) and the history vectors it owns.
 pub struct StepProgram {
     x: Tensor,
     outputs: Vec<Tensor>,
@@ -343,7 +344,7 @@ impl StepProgram {
         x.expect(op, "x", &x.shape, DType::F32)?;
         let n = x.numel();
         for (k, o) in outputs.iter().enumerate() {
-            if o.numel() != 2 * n {
+            if o.numel() != 2 * n && !(o.numel() == n && guidance == 1.0) {
                 return Err(Error::shape(
                     op,
                     format!("UNet output {k} {:?} is not the CFG batch of x {:?}", o.shape, x.shape),
@@ -428,7 +429,9 @@ impl StepProgram {
                         dst: Src::new(dst, 0),
                         len: n,
                         dst_term,
-                        guided: guided.then_some(Guided { t: out, uncond: 0, cond: n }),
+                        // Without CFG (guidance 1, output [B, …]) the pair is the output twice: U + 1·(C − U)
+                        // with U = C is exactly C.
+                        guided: guided.then_some(Guided { t: out, uncond: 0, cond: out.numel() - n }),
                         sources: srcs,
                     };
                     let lc = LinComb::new(gpu, &layout)?;
