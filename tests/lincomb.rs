@@ -293,7 +293,9 @@ fn bad_layouts_and_programs_are_errors() {
     assert!(sp.load(gpu, 0, &[LinOp::new(Dst::Hist(1), &[(1.0, Slot::X)])]).is_err());
     assert!(sp.load(gpu, 0, &[LinOp::new(Dst::X, &[(1.0, Slot::Hist(2))])]).is_err());
     assert!(sp.load(gpu, 1, &[LinOp::new(Dst::X, &[(1.0, Slot::Out)])]).is_err());
-    assert!(StepProgram::new(gpu, &x, &[&other], 1.0, 0).is_err());
+    // A plain (non-CFG) output is accepted only at guidance 1, where U + 1·(C − U) reads it as both halves.
+    assert!(StepProgram::new(gpu, &x, &[&other], 2.0, 0).is_err());
+    assert!(StepProgram::new(gpu, &x, &[&other], 1.0, 0).is_ok());
 }
 
 /// Every scheduler's programs on the GPU against its own host step (f64 with the guided output rounded to f32,
