@@ -298,6 +298,12 @@ def train_base(args, work: Path, tok: CLIPTokenizer) -> None:
         x0, caps = base_batch(rng, args.seed * 1_000_003, step, args.batch, args.p_uncond)
         ids = tokenize(tok, caps)
         noise = torch.randn(x0.shape, generator=gen)
+        if step >= args.offset_noise_from:
+            # Offset noise: a per-image, per-channel constant in the noise. Without it the noise's own mean
+            # (std 1/32 per channel at 32²) stays visible through the whole linear schedule, the model takes it
+            # for the image's mean colour, and samples come out with random colour casts instead of the asked
+            # background (the run log of 2026-11-26, third session).
+            noise = noise + args.offset_noise * torch.randn(x0.shape[0], x0.shape[1], 1, 1, generator=gen)
         t = torch.randint(0, 1000, (x0.shape[0],), generator=gen)
         xt = sched.add_noise(x0, noise, t)
         for g in opt.param_groups:
@@ -408,7 +414,9 @@ def train_sr(args, work: Path, tok: CLIPTokenizer) -> None:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.lr, args.warmup)
         pred = unet(torch.cat([xt, up], 1), t, emb, class_labels=aug_t).sample
-        loss = F.mse_loss(pred, noise)
+        # v-prediction (as the SD x4 upscaler): at high noise the target is mostly the clean image, which the
+        # upsampled input nearly gives; an epsilon-predicting SR stage stayed at 0.03 MSE even at t = 950.
+        loss = F.mse_loss(pred, sched.get_velocity(hi, noise, t))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -432,8 +440,11 @@ def train_sr(args, work: Path, tok: CLIPTokenizer) -> None:
 # export
 
 
-def ddim_config() -> dict:
-    return dict(**BETAS, clip_sample=True, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
+SR_PREDICTION = "v_prediction"
+
+
+def ddim_config(prediction_type: str = "epsilon") -> dict:
+    return dict(**BETAS, clip_sample=True, set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type,
                 timestep_spacing="leading", trained_betas=None)
 
 
@@ -494,7 +505,7 @@ def export(args, work: Path) -> dict:
     # Both stages sample with DDIM and x0 clipped to [-1, 1] (pixel-space models): on the CPU-trained model this
     # gives clean objects where PNDM (no clipping) leaves saturated colour fields (runs/ log, 2026-11-26).
     DDIMScheduler(**ddim_config()).save_pretrained(out / "scheduler")
-    DDIMScheduler(**ddim_config()).save_pretrained(out / "sr_scheduler")
+    DDIMScheduler(**ddim_config(SR_PREDICTION)).save_pretrained(out / "sr_scheduler")
     index = {
         "_class_name": "P2PCascadePipeline",
         "_diffusers_version": diffusers.__version__,
@@ -507,6 +518,8 @@ def export(args, work: Path) -> dict:
         "sr_noise_level": args.sr_noise_level,
         "sr_guidance_scale": args.sr_guidance,
         "guidance_scale": args.base_guidance,
+        "num_inference_steps": args.default_steps,
+        "sr_num_inference_steps": args.default_sr_steps,
     }
     (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
@@ -657,12 +670,16 @@ def main() -> None:
     ap.add_argument("--loss-weight-cap", type=float, default=20.0,
                     help="base loss weight min(1/alphas_cumprod[t], cap) from --loss-weight-from on (1: plain MSE)")
     ap.add_argument("--loss-weight-from", type=int, default=3101, help="base step from which the loss is weighted")
+    ap.add_argument("--offset-noise", type=float, default=0.1, help="per-channel noise offset (base stage)")
+    ap.add_argument("--offset-noise-from", type=int, default=3359, help="base step from which offset noise is added")
     ap.add_argument("--p-uncond", type=float, default=0.1)
     ap.add_argument("--sr-aug-max", type=int, default=250, help="max SR noise-augmentation level in training")
     ap.add_argument("--sr-noise-level", type=int, default=100)
-    ap.add_argument("--sr-guidance", type=float, default=3.0)
+    ap.add_argument("--sr-guidance", type=float, default=1.0, help="SR guidance (1: no unconditional batch; 3 looked the same)")
     ap.add_argument("--base-guidance", type=float, default=5.0, help="guidance for the sanity samples")
     ap.add_argument("--sanity-sr-steps", type=int, default=25, help="DDIM steps of the SR stage in the sanity run")
+    ap.add_argument("--default-steps", type=int, default=20, help="model_index.json num_inference_steps (base)")
+    ap.add_argument("--default-sr-steps", type=int, default=6, help="model_index.json sr_num_inference_steps")
     ap.add_argument("--skip-sanity", action="store_true", help="export without the sanity samples")
     ap.add_argument("--log-every", type=int, default=25)
     ap.add_argument("--threads", type=int, default=2)
