@@ -324,6 +324,8 @@ def train_base(args, work: Path, tok: CLIPTokenizer) -> None:
         objective.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        # A shorter EMA horizon once offset noise starts, so the export reflects the late phase.
+        ema.decay = args.ema_late if step >= args.offset_noise_from else args.ema
         ema.update({"unet": unet} if frozen is not None else {"te": te, "unet": unet})
         step += 1
         window.append(loss.item())
@@ -351,7 +353,7 @@ def load_base(work: Path, use_ema: bool = True):
 
 
 def te_fingerprint(te: torch.nn.Module) -> float:
-    return float(sum(p.double().abs().sum() for p in te.parameters()))
+    return float(sum(p.detach().double().abs().sum() for p in te.parameters()))
 
 
 def train_sr(args, work: Path, tok: CLIPTokenizer) -> None:
@@ -670,6 +672,7 @@ def main() -> None:
     ap.add_argument("--loss-weight-cap", type=float, default=20.0,
                     help="base loss weight min(1/alphas_cumprod[t], cap) from --loss-weight-from on (1: plain MSE)")
     ap.add_argument("--loss-weight-from", type=int, default=3101, help="base step from which the loss is weighted")
+    ap.add_argument("--ema-late", type=float, default=0.998, help="base EMA decay cap from --offset-noise-from on")
     ap.add_argument("--offset-noise", type=float, default=0.1, help="per-channel noise offset (base stage)")
     ap.add_argument("--offset-noise-from", type=int, default=3359, help="base step from which offset noise is added")
     ap.add_argument("--p-uncond", type=float, default=0.1)
