@@ -305,6 +305,42 @@ fn model_step_counts_are_the_default_steps() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
+/// SR guidance exactly 1 runs without the unconditional half; it must give what the full formula gives at a scale
+/// next to 1 (a 2-prompt edit, 2 SR steps). This caught the conditioning image's buffer going back to the pool while
+/// the recording still read it (the sample, of the same size without CFG, took it over).
+#[test]
+fn sr_guidance_one_skips_the_unconditional_half() {
+    let d = tmp("sr-guidance1");
+    let m = model();
+    let mut images = Vec::new();
+    for g in ["1", "1.000001"] {
+        let out = d.join(g);
+        ok(&[
+            "--model",
+            m.to_str().unwrap(),
+            "--prompt",
+            "a red circle",
+            "--swap",
+            "red=blue",
+            "--steps",
+            "3",
+            "--sr-steps",
+            "2",
+            "--sr-guidance",
+            g,
+            "--seed",
+            "1",
+            "--save-raw",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        images.push(raw(&out, "images"));
+    }
+    let e = rel_l2(&images[0], &wide(&images[1]));
+    assert!(e <= 1e-5, "SR guidance 1 (no CFG batch) vs 1.000001: {e:.2e}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
 #[test]
 fn cascade_without_sr_unet_is_a_one_line_error() {
     let d = tmp("broken");

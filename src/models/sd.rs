@@ -218,12 +218,16 @@ impl Denoiser<'_> {
             Some(l) => Some(Tensor::from_f32(gpu, &[rows], DType::F32, &vec![l; rows])?),
             None => None,
         };
-        let input = match cond {
-            Some(k) => {
-                let image = k.image.repeat(rows / b);
-                let image = Tensor::from_f32(gpu, &[rows, h, w, cc], dt, &image)?;
+        // The conditioning image lives until the loop ends: dropped earlier, its buffer would go back to the pool
+        // while the recording still reads it (the sample X, of the same size without CFG, would take it over).
+        let image = match cond {
+            Some(k) => Some(Tensor::from_f32(gpu, &[rows, h, w, cc], dt, &k.image.repeat(rows / b))?),
+            None => None,
+        };
+        let input = match &image {
+            Some(image) => {
                 let cat = cx.alloc(&[rows, h, w, c + cc])?;
-                concat_channels(gpu, &mut cx.rec, &sample, &image, &cat)?;
+                concat_channels(gpu, &mut cx.rec, &sample, image, &cat)?;
                 cat
             }
             None => sample.clone(),
