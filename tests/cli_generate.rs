@@ -101,6 +101,44 @@ fn guidance_one_skips_the_unconditional_half() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dst = to.join(p.file_name().unwrap());
+        if p.is_dir() { copy_dir(&p, &dst) } else { std::fs::copy(&p, &dst).map(|_| ()).unwrap() }
+    }
+}
+
+/// A head dim the flash kernel is not built for (4: the UNet's 32-wide blocks with 8 heads) takes the materialised
+/// attention, whose pooled temporaries must live as long as the replayed UNet recording: at guidance 1 the sample
+/// X has the size of a head copy, and took its buffer over before `Dispatch::keep`.
+#[test]
+fn materialised_attention_temporaries_outlive_the_recording() {
+    let dir = tmp("heads8");
+    let model = dir.join("model");
+    copy_dir(&fixtures().join("sd1-tiny"), &model);
+    let cfg = model.join("unet/config.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    v["attention_head_dim"] = serde_json::json!([8, 2]);
+    std::fs::write(&cfg, v.to_string()).unwrap();
+    let m = model.to_str().unwrap();
+    let run_with = |g: &str| {
+        let out = dir.join(g);
+        let args = ["--model", m, "--prompt", "a red bicycle", "--steps", "3", "--seed", "4", "--save-raw"];
+        let mut args = args.to_vec();
+        args.extend_from_slice(&["--guidance", g, "--out", out.to_str().unwrap()]);
+        let o = run(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        read(&out.join("raw.safetensors"), "latents")
+    };
+    let one = run_with("1");
+    let near: Vec<f64> = run_with("1.000001").iter().map(|&x| x as f64).collect();
+    let e = rel_l2(&one, &near);
+    assert!(e <= 1e-5, "head dim 4, guidance 1 vs 1.000001: {e:.2e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn seed_is_deterministic_and_save_latents_reproduces() {
     let dir = tmp("seed");

@@ -27,6 +27,10 @@ pub struct Dispatch {
     pub pipeline: Arc<wgpu::ComputePipeline>,
     pub bind_group: wgpu::BindGroup,
     pub groups: [u32; 3],
+    /// Pooled temporaries that live as long as this dispatch: a bind group keeps its wgpu buffers alive but not
+    /// their place in the buffer pool, so a temporary dropped while a kept recording still binds it could be handed
+    /// to a later allocation (and written by the host) before the recording is replayed.
+    pub keep: Vec<crate::tensor::Tensor>,
 }
 
 /// Largest workgroup count per grid dimension that every adapter accepts.
@@ -85,7 +89,7 @@ impl Gpu {
                 entries: &entries,
             })
         })?;
-        Ok(Dispatch { label: op.to_string(), pipeline, bind_group, groups })
+        Ok(Dispatch { label: op.to_string(), pipeline, bind_group, groups, keep: Vec::new() })
     }
 
     /// Encodes `list` into one compute pass, submits it, and reports any GPU error. Does not wait.

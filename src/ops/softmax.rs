@@ -189,10 +189,9 @@ pub fn attention_materialized_budget(
     }
 
     // Temporaries, sized for the largest chunk and reused by every chunk: dispatches of one recording run in
-    // order (wgpu places barriers between them), so a later chunk overwriting them is safe. The tensors may be
-    // dropped once the dispatches are recorded (bind groups keep the buffers alive), and a later op may then be
-    // handed these pooled buffers: also safe, since its dispatches run after ours. (Not safe: uploading into such
-    // a buffer before this recording runs, since queue writes land before the submission.)
+    // order (wgpu places barriers between them), so a later chunk overwriting them is safe. They are kept by the
+    // last dispatch recorded here (`Dispatch::keep`): released to the pool, a kept recording (a UNet call replayed
+    // every step) would still bind them while the pool hands them to, say, the sampler's X, which the host writes.
     let one_head = heads == 1;
     let direct_q = one_head && dt == DType::F32;
     // Head copies are allocated on first use: with one head they are often not needed at all.
@@ -238,6 +237,10 @@ pub fn attention_materialized_budget(
                 }
             }
         }
+    }
+    if let Some(last) = rec.last_mut() {
+        last.keep.push(scores);
+        last.keep.extend([q_tmp, o_tmp, k_tmp, v_tmp].into_iter().filter_map(|t| t.t));
     }
     Ok(())
 }
