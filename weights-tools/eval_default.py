@@ -147,8 +147,8 @@ def main() -> None:
     ap.add_argument("--model", default=str(Path(__file__).resolve().parents[1] / "models" / "default"))
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--start", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--guidance", type=float, default=5.0)
+    ap.add_argument("--steps", type=int, default=None, help="default: the model's num_inference_steps, else 50")
+    ap.add_argument("--guidance", type=float, default=None, help="default: the model's guidance_scale, else 5")
     ap.add_argument("--batch", type=int, default=25)
     ap.add_argument("--check-world", action="store_true", help="analyse ground-truth renders instead of samples")
     ap.add_argument("--size", type=int, default=32)
@@ -168,6 +168,8 @@ def main() -> None:
 
         torch.set_num_threads(2)
         m = td.load_exported(args.model)
+        args.steps = args.steps or m["index"].get("num_inference_steps", 50)
+        args.guidance = args.guidance or m["index"].get("guidance_scale", 5.0)
         imgs = []
         for i in range(0, len(seeds), args.batch):
             sub = scenes[i:i + args.batch]

@@ -241,8 +241,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100, help="scenes per edit")
     ap.add_argument("--start", type=int, default=0)
     ap.add_argument("--edits", default=",".join(EDITS))
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--guidance", type=float, default=5.0)
+    ap.add_argument("--steps", type=int, default=None, help="default: the model's num_inference_steps, else 50")
+    ap.add_argument("--guidance", type=float, default=None, help="default: the model's guidance_scale, else 5")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="write per-scene rows and the summary (json)")
     ap.add_argument("--save-dir", default=None, help="write source | P2P | plain strips here")
@@ -251,6 +251,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     m = td.load_exported(args.model)
+    args.steps = args.steps or m["index"].get("num_inference_steps", 50)
+    args.guidance = args.guidance or m["index"].get("guidance_scale", 5.0)
     pipe = _Pipe(m)
     max_len = m["tok"].model_max_length
     ptp.MAX_LEN = max_len  # encode() pads to the module's MAX_LEN
