@@ -163,6 +163,10 @@ fn layer_norm_shapes() {
     run_layer(g, &[1, 1], 1e-5, 0.0, 21);
     run_layer(g, &[3, 1000], 1e-5, 0.0, 22);
     run_layer(g, &[4, 257], 1e-5, 30.0, 23);
+    // One invocation per row (C ≤ 256): a partial last workgroup of 64 rows, the largest C, an odd C, an offset.
+    run_layer(g, &[130, 64], 1e-5, 30.0, 26);
+    run_layer(g, &[2, 100, 256], 1e-5, 0.0, 27);
+    run_layer(g, &[3, 11, 129], 1e-6, -8.0, 28);
     // SD 1.5 transformer blocks (320 channels, 256 tokens × batch 2) and CLIP's final norm (77 tokens × 768).
     run_layer(g, &[2, 256, 320], 1e-5, 0.0, 24);
     run_layer(g, &[2, 77, 768], 1e-5, 0.0, 25);

@@ -682,7 +682,7 @@ def main() -> None:
     ap.add_argument("--base-guidance", type=float, default=5.0, help="guidance for the sanity samples")
     ap.add_argument("--sanity-sr-steps", type=int, default=25, help="DDIM steps of the SR stage in the sanity run")
     ap.add_argument("--default-steps", type=int, default=20, help="model_index.json num_inference_steps (base)")
-    ap.add_argument("--default-sr-steps", type=int, default=6, help="model_index.json sr_num_inference_steps")
+    ap.add_argument("--default-sr-steps", type=int, default=4, help="model_index.json sr_num_inference_steps")
     ap.add_argument("--skip-sanity", action="store_true", help="export without the sanity samples")
     ap.add_argument("--log-every", type=int, default=25)
     ap.add_argument("--threads", type=int, default=2)

@@ -2,10 +2,14 @@
 // optionally followed by SiLU; layer normalisation over the last dim (torch.nn.LayerNorm) is the case s = 1,
 // g = 1, cg = c. One workgroup normalises one (batch entry, group): the s·cg elements at positions 0..s, channels
 // group·cg .. (group+1)·cg. Two passes in f32 (mean, then Σ(x − mean)²), then the affine write.
-// Defines: F16, SILU. Grid: grid_1d(groups).
+// With ROWS, one invocation normalises one group with serial loops (short rows, e.g. layer norm over 64–256
+// channels: a 256-invocation workgroup with a barrier tree per row is mostly idle, and slow on CPU adapters).
+// Defines: F16, SILU, ROWS. Grid: grid_1d(groups), or grid_1d(ceil(groups / ROWS_WG)) with ROWS.
 #include "common/dtype.wgsl"
 #include "common/activation.wgsl"
+#ifndef ROWS
 #include "norm/reduce.wgsl"
+#endif
 
 // Mirrors `NormParams` in src/ops/norm.rs.
 struct NormParams {
@@ -29,6 +33,41 @@ struct NormParams {
 @group(0) @binding(3) var<storage, read_write> y: array<DT>;
 @group(0) @binding(4) var<uniform> p: NormParams;
 
+#ifdef ROWS
+const ROWS_WG: u32 = 64u;
+
+@compute @workgroup_size(64, 1, 1)
+fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(num_workgroups) nwg: vec3<u32>) {
+    let grp = (wid.x + wid.y * nwg.x) * ROWS_WG + li;
+    if (grp >= p.groups) {
+        return;
+    }
+    let g = grp % p.g;
+    let base = (grp / p.g) * p.s * p.c + g * p.cg;
+    let n = p.s * p.cg;
+    var sum = 0.0;
+    for (var e = 0u; e < n; e++) {
+        sum += f32(x[base + (e / p.cg) * p.c + e % p.cg]);
+    }
+    let mean = sum / f32(n);
+    var sq = 0.0;
+    for (var e = 0u; e < n; e++) {
+        let d = f32(x[base + (e / p.cg) * p.c + e % p.cg]) - mean;
+        sq += d * d;
+    }
+    let rstd = inverseSqrt(sq / f32(n) + p.eps);
+    for (var e = 0u; e < n; e++) {
+        let ch = e % p.cg;
+        let i = base + (e / p.cg) * p.c + ch;
+        var v = (f32(x[i]) - mean) * rstd * f32(gamma[g * p.cg + ch]) + f32(beta[g * p.cg + ch]);
+#ifdef SILU
+        v = silu_f(v);
+#endif
+        y[i] = DT(v);
+    }
+}
+#else
 @compute @workgroup_size(256, 1, 1)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -60,3 +99,4 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
         y[i] = DT(v);
     }
 }
+#endif

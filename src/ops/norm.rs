@@ -4,7 +4,8 @@
 //!   variance, eps, affine gamma/beta `[C]`, optionally followed by SiLU (resnet blocks' `norm → silu`);
 //! - `layer_norm`: `torch.nn.LayerNorm` over the last dim of rows `[..., C]`, with gamma/beta `[C]`.
 //!
-//! One workgroup normalises one (batch entry, group) or one row, so no scratch buffer is needed. Batches over the
+//! One workgroup normalises one (batch entry, group) or one row (one invocation per row for layer norms over at
+//! most 256 channels), so no scratch buffer is needed. Batches over the
 //! adapter's binding limit run in chunks of whole batch entries (rows).
 use bytemuck::{Pod, Zeroable};
 
@@ -52,9 +53,21 @@ pub fn norm_kernel(dt: DType, silu: bool) -> Kernel {
     typed("norm/norm.wgsl", dt).flag("SILU", silu)
 }
 
-/// Every norm variant (f32 and f16, with and without SiLU), for the naga test.
+/// The one-invocation-per-row layer norm (rows of at most [`ROWS_MAX_C`] channels).
+pub fn norm_rows_kernel(dt: DType) -> Kernel {
+    typed("norm/norm.wgsl", dt).flag("ROWS", true)
+}
+
+/// Layer norms over at most this many channels take [`norm_rows_kernel`] (64 rows per workgroup).
+pub const ROWS_MAX_C: usize = 256;
+const ROWS_WG: u32 = 64;
+
+/// Every norm variant (f32 and f16, with and without SiLU, and the row kernel), for the naga test.
 pub fn variants() -> Vec<Kernel> {
-    [DType::F32, DType::F16].into_iter().flat_map(|dt| [norm_kernel(dt, false), norm_kernel(dt, true)]).collect()
+    [DType::F32, DType::F16]
+        .into_iter()
+        .flat_map(|dt| [norm_kernel(dt, false), norm_kernel(dt, true), norm_rows_kernel(dt)])
+        .collect()
 }
 
 fn check_eps(op: &str, eps: f32) -> Result<()> {
@@ -103,7 +116,7 @@ pub fn group_norm(
         eps: o.eps,
         _pad: [0; 2],
     };
-    norm_chunks(gpu, rec, op, &norm_kernel(x.dtype, o.silu), x, gamma, beta, out, b, s * c, p0)
+    norm_chunks(gpu, rec, op, &norm_kernel(x.dtype, o.silu), x, gamma, beta, out, b, s * c, p0, 1)
 }
 
 /// Records `out = LayerNorm(x)` over the last dim: `x` and `out` `[..., C]`, `gamma` and `beta` `[C]`.
@@ -129,11 +142,14 @@ pub fn layer_norm(
     let rows = x.numel() / c;
     let cu = u32_of(op, "channels", c)?;
     let p0 = NormParams { groups: 0, g: 1, s: 1, c: cu, cg: cu, eps, _pad: [0; 2] };
-    norm_chunks(gpu, rec, op, &norm_kernel(x.dtype, false), x, gamma, beta, out, rows, c, p0)
+    if c <= ROWS_MAX_C {
+        return norm_chunks(gpu, rec, op, &norm_rows_kernel(x.dtype), x, gamma, beta, out, rows, c, p0, ROWS_WG);
+    }
+    norm_chunks(gpu, rec, op, &norm_kernel(x.dtype, false), x, gamma, beta, out, rows, c, p0, 1)
 }
 
-/// Dispatches `kernel` over `lead` entries of `per` elements each (`p0.g` groups per entry), in chunks that fit
-/// the binding limit.
+/// Dispatches `kernel` over `lead` entries of `per` elements each (`p0.g` groups per entry, `per_wg` groups per
+/// workgroup), in chunks that fit the binding limit.
 #[allow(clippy::too_many_arguments)]
 fn norm_chunks(
     gpu: &Gpu,
@@ -147,6 +163,7 @@ fn norm_chunks(
     lead: usize,
     per: usize,
     p0: NormParams,
+    per_wg: u32,
 ) -> Result<()> {
     let (x2, o2) = (x.reshape(&[lead, per])?, out.reshape(&[lead, per])?);
     for (start, len) in lead_chunks(gpu, op, lead, &[per * x.dtype.size()])? {
@@ -160,7 +177,7 @@ fn norm_chunks(
             (3, Bind::T(&oc)),
             (4, Bind::Uniform(bytemuck::bytes_of(&p))),
         ];
-        rec.push(gpu.dispatch(op, kernel, &binds, grid_1d(p.groups))?);
+        rec.push(gpu.dispatch(op, kernel, &binds, grid_1d(p.groups.div_ceil(per_wg)))?);
     }
     Ok(())
 }
