@@ -33,6 +33,22 @@ struct NormParams {
 @group(0) @binding(3) var<storage, read_write> y: array<DT>;
 @group(0) @binding(4) var<uniform> p: NormParams;
 
+// Index of element e (position e / cg, channel e % cg of the group) of the group starting at `base`.
+fn elem(base: u32, e: u32) -> u32 {
+    return base + (e / p.cg) * p.c + e % p.cg;
+}
+
+// y = (x − mean)·rstd·gamma + beta (then SiLU) for element e of group g starting at `base`.
+fn write_normalised(base: u32, e: u32, g: u32, mean: f32, rstd: f32) {
+    let ch = g * p.cg + e % p.cg;
+    let i = elem(base, e);
+    var v = (f32(x[i]) - mean) * rstd * f32(gamma[ch]) + f32(beta[ch]);
+#ifdef SILU
+    v = silu_f(v);
+#endif
+    y[i] = DT(v);
+}
+
 #ifdef ROWS
 const ROWS_WG: u32 = 64u;
 
@@ -48,23 +64,17 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
     let n = p.s * p.cg;
     var sum = 0.0;
     for (var e = 0u; e < n; e++) {
-        sum += f32(x[base + (e / p.cg) * p.c + e % p.cg]);
+        sum += f32(x[elem(base, e)]);
     }
     let mean = sum / f32(n);
     var sq = 0.0;
     for (var e = 0u; e < n; e++) {
-        let d = f32(x[base + (e / p.cg) * p.c + e % p.cg]) - mean;
+        let d = f32(x[elem(base, e)]) - mean;
         sq += d * d;
     }
     let rstd = inverseSqrt(sq / f32(n) + p.eps);
     for (var e = 0u; e < n; e++) {
-        let ch = e % p.cg;
-        let i = base + (e / p.cg) * p.c + ch;
-        var v = (f32(x[i]) - mean) * rstd * f32(gamma[g * p.cg + ch]) + f32(beta[g * p.cg + ch]);
-#ifdef SILU
-        v = silu_f(v);
-#endif
-        y[i] = DT(v);
+        write_normalised(base, e, g, mean, rstd);
     }
 }
 #else
@@ -80,23 +90,17 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
     let n = p.s * p.cg;
     var sum = 0.0;
     for (var e = li; e < n; e += NORM_WG) {
-        sum += f32(x[base + (e / p.cg) * p.c + e % p.cg]);
+        sum += f32(x[elem(base, e)]);
     }
     let mean = workgroup_sum(sum, li) / f32(n);
     var sq = 0.0;
     for (var e = li; e < n; e += NORM_WG) {
-        let d = f32(x[base + (e / p.cg) * p.c + e % p.cg]) - mean;
+        let d = f32(x[elem(base, e)]) - mean;
         sq += d * d;
     }
     let rstd = inverseSqrt(workgroup_sum(sq, li) / f32(n) + p.eps);
     for (var e = li; e < n; e += NORM_WG) {
-        let ch = e % p.cg;
-        let i = base + (e / p.cg) * p.c + ch;
-        var v = (f32(x[i]) - mean) * rstd * f32(gamma[g * p.cg + ch]) + f32(beta[g * p.cg + ch]);
-#ifdef SILU
-        v = silu_f(v);
-#endif
-        y[i] = DT(v);
+        write_normalised(base, e, g, mean, rstd);
     }
 }
 #endif
