@@ -26,6 +26,13 @@ fn run_in(cwd: &Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_p2p-wgpu")).current_dir(cwd).args(args).output().expect("run p2p-wgpu")
 }
 
+/// Runs the binary in `cwd` with `args` (which write to `cwd/out`); returns the output folder.
+fn run_ok(cwd: &Path, args: &[&str]) -> PathBuf {
+    let o = run_in(cwd, args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    cwd.join("out")
+}
+
 fn raw(dir: &Path, name: &str) -> Vec<f32> {
     SafetensorsFile::open(&dir.join("raw.safetensors")).unwrap().read_f32(name).unwrap().data
 }
@@ -52,9 +59,7 @@ fn default_model_loads_without_model_flag() {
         "--out",
         "out",
     ];
-    let o = run_in(&d, &args);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let out = d.join("out");
+    let out = run_ok(&d, &args);
     for f in ["source.png", "edit.png", "grid.png"] {
         assert!(out.join(f).is_file(), "{f} not written");
     }
@@ -94,9 +99,7 @@ fn default_model_matches_diffusers() {
         "--out",
         "out",
     ];
-    let o = run_in(&d, &args);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let out = d.join("out");
+    let out = run_ok(&d, &args);
     for (ours, theirs) in [("latents", "base_final"), ("images", "images")] {
         let want = f.read_f32(theirs).unwrap().data;
         let got = raw(&out, ours);

@@ -33,6 +33,11 @@ struct NormParams {
 @group(0) @binding(3) var<storage, read_write> y: array<DT>;
 @group(0) @binding(4) var<uniform> p: NormParams;
 
+// First element of (batch entry, group) pair `grp`.
+fn group_base(grp: u32) -> u32 {
+    return (grp / p.g) * p.s * p.c + (grp % p.g) * p.cg;
+}
+
 // Index of element e (position e / cg, channel e % cg of the group) of the group starting at `base`.
 fn elem(base: u32, e: u32) -> u32 {
     return base + (e / p.cg) * p.c + e % p.cg;
@@ -60,7 +65,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
         return;
     }
     let g = grp % p.g;
-    let base = (grp / p.g) * p.s * p.c + g * p.cg;
+    let base = group_base(grp);
     let n = p.s * p.cg;
     var sum = 0.0;
     for (var e = 0u; e < n; e++) {
@@ -86,7 +91,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
         return;
     }
     let g = grp % p.g;
-    let base = (grp / p.g) * p.s * p.c + g * p.cg;
+    let base = group_base(grp);
     let n = p.s * p.cg;
     var sum = 0.0;
     for (var e = li; e < n; e += NORM_WG) {
