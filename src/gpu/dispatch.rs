@@ -27,10 +27,20 @@ pub struct Dispatch {
     pub pipeline: Arc<wgpu::ComputePipeline>,
     pub bind_group: wgpu::BindGroup,
     pub groups: [u32; 3],
-    /// Pooled temporaries that live as long as this dispatch: a bind group keeps its wgpu buffers alive but not
-    /// their place in the buffer pool, so a temporary dropped while a kept recording still binds it could be handed
-    /// to a later allocation (and written by the host) before the recording is replayed.
+    /// The tensors of the shared pool (`Gpu::pool`) this dispatch binds, held as long as it exists: a bind group
+    /// keeps its wgpu buffers alive but not their place in the pool, so a tensor dropped while a kept recording
+    /// still binds it could be handed to a later allocation (and written by the host) before the recording is
+    /// replayed. Tensors of a recording's own arena are not held: reusing them within that recording is the point.
     pub keep: Vec<crate::tensor::Tensor>,
+}
+
+impl Dispatch {
+    /// Records this launch into `pass`.
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
+    }
 }
 
 /// Largest workgroup count per grid dimension that every adapter accepts.
@@ -89,7 +99,14 @@ impl Gpu {
                 entries: &entries,
             })
         })?;
-        Ok(Dispatch { label: op.to_string(), pipeline, bind_group, groups, keep: Vec::new() })
+        let keep = binds
+            .iter()
+            .filter_map(|(_, b)| match b {
+                Bind::T(t) if t.is_from(&self.pool) => Some((*t).clone()),
+                _ => None,
+            })
+            .collect();
+        Ok(Dispatch { label: op.to_string(), pipeline, bind_group, groups, keep })
     }
 
     /// Encodes `list` into one compute pass, submits it, and reports any GPU error. Does not wait.
@@ -103,14 +120,20 @@ impl Gpu {
         if let Some(p) = &self.profile {
             return p.run_each(self, list);
         }
+        self.submit_pass(list)
+    }
+
+    /// One compute pass of `list`, submitted (the body of [`Gpu::run_seq`] without the profile).
+    pub(crate) fn submit_pass<'d>(
+        &self,
+        list: impl IntoIterator<Item = &'d Dispatch>,
+    ) -> Result<wgpu::SubmissionIndex> {
         self.scoped("run", || {
             let mut enc = self.device.create_command_encoder(&Default::default());
             {
                 let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
                 for d in list {
-                    pass.set_pipeline(&d.pipeline);
-                    pass.set_bind_group(0, &d.bind_group, &[]);
-                    pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+                    d.encode(&mut pass);
                 }
             }
             self.queue.submit([enc.finish()])

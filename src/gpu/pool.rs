@@ -30,6 +30,10 @@ impl PooledBuffer {
     pub fn capacity(&self) -> u64 {
         self.class
     }
+    /// Whether this buffer goes back to `pool` when dropped.
+    pub fn is_from(&self, pool: &Arc<BufferPool>) -> bool {
+        Arc::ptr_eq(&self.pool, pool)
+    }
 }
 
 impl Drop for PooledBuffer {

@@ -31,14 +31,7 @@ impl Profile {
         let mut last = None;
         for d in list {
             let t = Instant::now();
-            let mut enc = gpu.device.create_command_encoder(&Default::default());
-            {
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-                pass.set_pipeline(&d.pipeline);
-                pass.set_bind_group(0, &d.bind_group, &[]);
-                pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
-            }
-            let index = gpu.queue.submit([enc.finish()]);
+            let index = gpu.submit_pass(std::iter::once(d))?;
             gpu.wait_for(index.clone())?;
             let key = format!("{} {:?}", d.label, d.groups);
             let mut m = self.times.lock().unwrap_or_else(|p| p.into_inner());
@@ -48,7 +41,10 @@ impl Profile {
             last = Some(index);
         }
         // An empty list still needs an index to wait on.
-        Ok(last.unwrap_or_else(|| gpu.queue.submit([])))
+        match last {
+            Some(index) => Ok(index),
+            None => gpu.submit_pass(std::iter::empty()),
+        }
     }
 
     /// The table: total seconds, share, count and key, largest first, then the total and per-label sums.

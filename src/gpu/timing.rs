@@ -86,9 +86,7 @@ pub(crate) fn encode(
                 enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("bench"), timestamp_writes: tw });
             for _ in 0..iters {
                 for d in list {
-                    pass.set_pipeline(&d.pipeline);
-                    pass.set_bind_group(0, &d.bind_group, &[]);
-                    pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+                    d.encode(&mut pass);
                 }
             }
         }

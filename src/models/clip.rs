@@ -145,10 +145,6 @@ impl ClipTextModel {
         let tok = TokenIds::upload(cx.gpu, &flat, c.vocab_size)?;
         let emb = cx.alloc(&[b * n, h])?;
         embedding(cx.gpu, &mut cx.rec, &tok, &self.token_embedding, &emb, None)?;
-        // The uploaded ids live as long as the recording (see `Dispatch::keep`).
-        if let Some(d) = cx.rec.last_mut() {
-            d.keep.push(tok.tensor().clone());
-        }
         let emb = emb.reshape(&[b, n, h])?;
         let mut x = cx.alloc(&[b, n, h])?;
         add(cx.gpu, &mut cx.rec, &emb, &self.position_embedding, &x)?;

@@ -189,9 +189,9 @@ pub fn attention_materialized_budget(
     }
 
     // Temporaries, sized for the largest chunk and reused by every chunk: dispatches of one recording run in
-    // order (wgpu places barriers between them), so a later chunk overwriting them is safe. They are kept by the
-    // last dispatch recorded here (`Dispatch::keep`): released to the pool, a kept recording (a UNet call replayed
-    // every step) would still bind them while the pool hands them to, say, the sampler's X, which the host writes.
+    // order (wgpu places barriers between them), so a later chunk overwriting them is safe. The dispatches that
+    // bind them hold them (`Dispatch::keep`), so a kept recording (a UNet call replayed every step) never shares
+    // them with a later allocation such as the sampler's X, which the host writes.
     let one_head = heads == 1;
     let direct_q = one_head && dt == DType::F32;
     // Head copies are allocated on first use: with one head they are often not needed at all.
@@ -237,10 +237,6 @@ pub fn attention_materialized_budget(
                 }
             }
         }
-    }
-    if let Some(last) = rec.last_mut() {
-        last.keep.push(scores);
-        last.keep.extend([q_tmp, o_tmp, k_tmp, v_tmp].into_iter().filter_map(|t| t.t));
     }
     Ok(())
 }

@@ -202,6 +202,11 @@ impl Tensor {
     }
 
     /// This tensor as a storage binding, checked against `max_storage_buffer_binding_size`.
+    /// Whether the tensor's buffer belongs to `pool`.
+    pub fn is_from(&self, pool: &Arc<BufferPool>) -> bool {
+        self.buf.is_from(pool)
+    }
+
     pub fn binding<'a>(&'a self, gpu: &Gpu, op: &str) -> Result<wgpu::BindingResource<'a>> {
         let size = padded(self.bytes()).max(4);
         let max = gpu.limits.max_storage_buffer_binding_size;
