@@ -2,7 +2,7 @@
 //! non-zero exit code, never a panic.
 use clap::{Parser, Subcommand};
 
-use p2p_wgpu::app::generate::GenerateArgs;
+use p2p_wgpu::app::generate::{GenerateArgs, say};
 use p2p_wgpu::app::info::InfoArgs;
 use p2p_wgpu::text::{TokenReport, Tokenizer};
 
@@ -78,24 +78,29 @@ struct TokensArgs {
 }
 
 fn run(cli: Cli) -> p2p_wgpu::Result<()> {
+    // The environment is read here, once, into the options the library takes.
+    let mut gpu = p2p_wgpu::gpu::GpuOptions::from_env();
+    if cli.adapter.is_some() {
+        gpu.adapter = cli.adapter.clone();
+    }
     let Some(command) = cli.command else {
-        return p2p_wgpu::app::generate::run(&cli.generate, cli.adapter);
+        return p2p_wgpu::app::generate::run(&cli.generate, gpu);
     };
     match command {
-        Command::Info(args) => p2p_wgpu::app::info::run(&args, cli.adapter),
+        Command::Info(args) => p2p_wgpu::app::info::run(&args, gpu),
         Command::Convert(args) => {
             use p2p_wgpu::convert::{ConfigSource, ConvertOptions, Preset, convert};
             let configs = match (args.config_from, args.preset) {
                 (Some(dir), _) => ConfigSource::Folder(dir),
                 (None, Some(name)) => ConfigSource::Preset(Preset::from_name(&name)?),
-                (None, None) => return Err(p2p_wgpu::Error::msg("convert needs --config-from DIR or --preset NAME")),
+                (None, None) => return Err(p2p_wgpu::Error::input("convert needs --config-from DIR or --preset NAME")),
             };
             let opts = ConvertOptions { checkpoint: args.checkpoint, configs, out: args.out, fp16: args.fp16 };
             let report = convert(&opts)?;
             for note in &report.notes {
-                eprintln!("p2p-wgpu: warning: {note}");
+                say(&format!("p2p-wgpu: warning: {note}"));
             }
-            println!("{}", report.summary());
+            out(&format!("{}\n", report.summary()));
             Ok(())
         }
         Command::Tokens(args) => {
@@ -105,22 +110,35 @@ fn run(cli: Cli) -> p2p_wgpu::Result<()> {
             };
             let report = TokenReport::new(&tokenizer, &args.text)?;
             if let Some(cut) = &report.encoded.truncated {
-                eprintln!("p2p-wgpu: warning: the prompt is longer than {} tokens; cut: {cut:?}", tokenizer.max_len());
+                say(&format!(
+                    "p2p-wgpu: warning: the prompt is longer than {} tokens; cut: {cut:?}",
+                    tokenizer.max_len()
+                ));
             }
             if args.json {
-                println!("{}", report.to_json());
+                out(&format!("{}\n", report.to_json()));
             } else {
-                print!("{}", report.table());
+                out(&report.table());
             }
             Ok(())
         }
     }
 }
 
+/// Writes to stdout; a closed pipe (`p2p-wgpu tokens x | head -0`) ends the process quietly, as other command-line
+/// tools do.
+fn out(text: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    if o.write_all(text.as_bytes()).and_then(|_| o.flush()).is_err() {
+        std::process::exit(0);
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
-        eprintln!("p2p-wgpu: error: {e}");
+        say(&format!("p2p-wgpu: error: {e}"));
         std::process::exit(1);
     }
 }

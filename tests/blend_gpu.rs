@@ -1,4 +1,4 @@
-//! Local blending on the GPU (ops::blend) against the host reference (models::blend) on random stores: odd map
+//! Local blending on the GPU (ops::blend) against the host reference (p2p::blend) on random stores: odd map
 //! sides (1, 3, 4, 5), upsampling and downsampling to odd latent sizes, rows without blend words, a single prompt,
 //! negative maps, several runs of the same dispatches on new store contents. Masks and blended samples must be
 //! equal (masks are 0/1; blending with a 0/1 mask is the same f32 arithmetic on both sides). Cases whose
@@ -6,8 +6,8 @@
 mod common;
 
 use common::*;
-use p2p_wgpu::models::blend;
 use p2p_wgpu::ops::blend::LocalBlend;
+use p2p_wgpu::p2p::blend;
 use p2p_wgpu::tensor::{DType, Tensor};
 
 /// The host's normalised values `v / max` of every row (f64), to reject near-ties.

@@ -10,11 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use p2p_wgpu::app::noise::gaussian;
-use p2p_wgpu::models::cascade::{Cascade, SR_SCALE, SrRun, augment, upsample_bilinear};
-use p2p_wgpu::models::sd::{Generate, LoadOptions, nchw_to_nhwc, nhwc_to_nchw};
+use p2p_wgpu::models::cascade::{Cascade, SR_SCALE, augment, upsample_bilinear};
+use p2p_wgpu::models::sd::{LoadOptions, nchw_to_nhwc, nhwc_to_nchw};
 use p2p_wgpu::models::unet::{ClassEmbed, UNet, UNetConfig};
 use p2p_wgpu::nn::Ctx;
+use p2p_wgpu::noise::gaussian;
+use p2p_wgpu::pipelines::cascade::SrRun;
+use p2p_wgpu::pipelines::{Generate, Step};
 use p2p_wgpu::tensor::{DType, Tensor};
 use p2p_wgpu::weights::SafetensorsFile;
 
@@ -147,7 +149,11 @@ fn cascade_t2i_matches_diffusers_loop() {
     let sr =
         SrRun { steps: 4, guidance: None, scheduler: None, aug_noise: r.f32("aug_noise"), latents: r.f32("sr_noise") };
     let mut calls = Vec::new();
-    let out = m.generate(gpu, &g, &sr, &mut |i, n| calls.push((i, n))).unwrap();
+    let mut seen = |s: &Step| {
+        calls.push((s.done, s.of));
+        true
+    };
+    let out = m.generate(gpu, &g, &sr, &mut seen).unwrap();
     // PNDM makes S + 1 = 5 base evaluations, DDIM 4 SR evaluations.
     assert_eq!(calls.last(), Some(&(9, 9)));
     assert_eq!((out.base_hw, out.image_hw), ((h, w), (hh, ww)));

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::rel_l2;
-use p2p_wgpu::app::output::safetensors_f32;
+use p2p_wgpu::output::safetensors_f32;
 use p2p_wgpu::weights::SafetensorsFile;
 
 fn fixtures() -> PathBuf {

@@ -160,7 +160,7 @@ fn geglu_odd_and_sd15() {
 /// Ops on a device whose binding limit is cut to 4 KiB, so every op runs in several chunks.
 #[test]
 fn chunked_under_small_binding_limit() {
-    let mut g = Gpu::new(&GpuOptions::default()).unwrap();
+    let mut g = Gpu::new(&GpuOptions::from_env()).unwrap();
     g.limits.max_storage_buffer_binding_size = 4096;
     let counts = [
         run_unary(&g, Activation::Gelu, &[3001], 40),

@@ -175,7 +175,7 @@ fn layer_norm_shapes() {
 /// A device whose binding limit is cut to 4 KiB, so both norms run in several chunks.
 #[test]
 fn chunked_under_small_binding_limit() {
-    let mut g = Gpu::new(&GpuOptions::default()).unwrap();
+    let mut g = Gpu::new(&GpuOptions::from_env()).unwrap();
     g.limits.max_storage_buffer_binding_size = 4096;
     assert!(run_group(&g, &[9, 4, 4, 16], gn(4, 1e-5, true), 0.0, 30) > 1);
     assert!(run_layer(&g, &[180, 24], 1e-5, 0.0, 31) > 1);

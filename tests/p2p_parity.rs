@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use common::{gpu, rel_l2};
 use p2p_wgpu::models::sd::{LoadOptions, StableDiffusion};
-use p2p_wgpu::models::sd_edit::EditRun;
 use p2p_wgpu::p2p::{EditPlan, EditSpec, Mode, Window};
+use p2p_wgpu::pipelines::{EditRun, Silent};
 use p2p_wgpu::schedulers::Kind;
 use p2p_wgpu::weights::SafetensorsFile;
 use serde_json::Value;
@@ -109,7 +109,7 @@ fn p2p_cases_match_the_reference() {
             blend_res: (case["case"] == "11_blend_res8").then(|| s["blend_res"].as_u64().unwrap() as usize),
             attention_res: None,
         };
-        let out = sd.edit(gpu, &plan, &r, &mut |_, _| {}).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let out = sd.edit(gpu, &plan, &r, &mut Silent).unwrap_or_else(|e| panic!("{name}: {e}"));
         let wide = |v: Vec<f32>| -> Vec<f64> { v.into_iter().map(|x| x as f64).collect() };
         let (el, ei) = (rel_l2(&out.latents, &wide(get("final_latents"))), rel_l2(&out.images, &wide(get("image"))));
         eprintln!("{name}: final latents {el:.2e}, image {ei:.2e}");

@@ -1,7 +1,7 @@
-//! Captions, the edit grid, attention-map and mask grids (`app::pictures`): exact sizes and layout, glyph pixels
+//! Captions, the edit grid, attention-map and mask grids (`pictures`): exact sizes and layout, glyph pixels
 //! against font8x8's bitmaps, normalisation, truncation and wrapping, input errors, and a PNG round trip.
-use p2p_wgpu::app::output;
-use p2p_wgpu::app::pictures::{
+use p2p_wgpu::output;
+use p2p_wgpu::pictures::{
     Colormap, GAP, MARGIN_Y, attention_grid, attention_grid_with, caption, caption_height, caption_lines,
     captioned_grid, glyph, mask_grid, token_label,
 };

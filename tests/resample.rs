@@ -109,7 +109,7 @@ fn concat_odd_and_sd15() {
 /// aligned chunk of rows fits).
 #[test]
 fn chunked_under_small_binding_limit() {
-    let mut g = Gpu::new(&GpuOptions::default()).unwrap();
+    let mut g = Gpu::new(&GpuOptions::from_env()).unwrap();
     g.limits.max_storage_buffer_binding_size = 4096;
     assert!(run_upsample(&g, [3, 7, 4, 8], 2, 20) > 1);
     assert!(run_concat(&g, &[3, 7, 9], 9, 5, 21) > 1);

@@ -15,10 +15,11 @@ fn check(name: &str, got: &[f32], want: &[f64], tol: f64) {
     common::check(name, got, want, tol);
 }
 use p2p_wgpu::models::clip::ClipTextModel;
-use p2p_wgpu::models::sd::{Generate, LoadOptions, StableDiffusion, nchw_to_nhwc, nhwc_to_nchw};
+use p2p_wgpu::models::sd::{LoadOptions, StableDiffusion, nchw_to_nhwc, nhwc_to_nchw};
 use p2p_wgpu::models::unet::UNet;
 use p2p_wgpu::models::vae::{VaeDecoder, VaeEncoder};
 use p2p_wgpu::nn::Ctx;
+use p2p_wgpu::pipelines::{Generate, Silent};
 use p2p_wgpu::schedulers::Kind;
 use p2p_wgpu::tensor::{DType, Tensor};
 use p2p_wgpu::weights::SafetensorsFile;
@@ -190,7 +191,7 @@ fn t2i(model: &str, kind: Kind, file: &str) {
         latent_hw: (h, w),
     };
     assert_eq!(c, sd.unet.config.in_channels);
-    let out = sd.generate(gpu, &g, &mut |_, _| {}).unwrap();
+    let out = sd.generate(gpu, &g, &mut Silent).unwrap();
     check(&format!("{model} {kind:?} final latents"), &out.latents, &wide(&r.f32("final_latents")), 1e-3);
     check(&format!("{model} {kind:?} image"), &out.images, &wide(&r.f32("image")), 1e-3);
 }

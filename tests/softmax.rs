@@ -270,7 +270,7 @@ fn attention_in_chunks() {
 /// adapter limit (default budget), and its GEMMs, softmax and head copies all stay within 4 KiB bindings.
 #[test]
 fn chunked_under_small_binding_limit() {
-    let mut g = Gpu::new(&GpuOptions::default()).unwrap();
+    let mut g = Gpu::new(&GpuOptions::from_env()).unwrap();
     g.limits.max_storage_buffer_binding_size = 4096;
     let counts = [
         run_softmax_on(&g, 50, 77, 3.0, 0.5, true, 300),

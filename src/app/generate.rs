@@ -2,23 +2,17 @@
 //! `model_index.json`'s `P2PCascadePipeline`), and Prompt-to-Prompt edits of it (`--swap`, `--target`, `--reweight`,
 //! `--blend`, windows; a cascade is edited in its base stage). Inputs are checked and the output folder prepared
 //! before the GPU runs; files are written atomically at the end.
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, GpuOptions};
-use crate::models::cascade::{Cascade, CascadeIndex, SR_SCALE, SrRun, is_cascade};
-use crate::models::sd::{Generate, LoadOptions, StableDiffusion};
-use crate::models::sd_edit::EditRun;
+use crate::gpu::GpuOptions;
+use crate::models::cascade::is_cascade;
 use crate::models::vae::{DecodeOptions, Tiling};
-use crate::p2p::{EditPlan, EditSpec, Mode, Window, spec};
-use crate::schedulers::Kind;
-use crate::tensor::DType;
+use crate::output::{check_not_input, prepare_dir, write_atomic};
+use crate::pipelines::Step;
+use crate::session::{Files, InitialNoise, Output, Precision, Request, Session, SessionOptions};
 use crate::weights::SafetensorsFile;
-
-use super::noise::gaussian;
-use super::output::{Quantize, check_not_input, png, prepare_dir, safetensors_f32, to_rgb8, write_atomic};
-use super::pictures::{attention_grid, captioned_grid, mask_grid, token_label};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct GenerateArgs {
@@ -155,363 +149,104 @@ impl GenerateArgs {
         !self.swap.is_empty() || !self.target.is_empty() || !self.reweight.is_empty()
     }
 
-    /// The edit specification, checked (the tokenizer-dependent checks come with the plan).
-    pub fn edit_spec(&self, prompt: &str) -> Result<EditSpec> {
-        let mut e = EditSpec::new(prompt);
-        e.swaps = self.swap.iter().map(|s| spec::parse_swap(s)).collect::<Result<_>>()?;
-        e.targets = self.target.clone();
-        e.mode = match self.mode.as_deref() {
-            Some("replace") => Some(Mode::Replace),
-            Some("refine") => Some(Mode::Refine),
-            _ => None,
-        };
-        e.reweights = self.reweight.iter().map(|s| spec::parse_reweight(s)).collect::<Result<_>>()?;
-        if let Some(b) = &self.blend {
-            e.blend_words = spec::parse_blend_words(b)?;
+    /// The library request these flags describe (`latents`: the `--latents` file's contents).
+    pub fn request(&self, prompt: &str, latents: Option<InitialNoise>) -> Request {
+        Request {
+            negative_prompt: self.negative_prompt.clone(),
+            steps: self.steps,
+            guidance: self.guidance,
+            scheduler: self.scheduler.clone(),
+            seed: self.seed,
+            latents,
+            height: self.height,
+            width: self.width,
+            sr_steps: self.sr_steps,
+            sr_guidance: self.sr_guidance,
+            compat: self.compat.clone(),
+            swap: self.swap.clone(),
+            target: self.target.clone(),
+            mode: self.mode.clone(),
+            reweight: self.reweight.clone(),
+            blend: self.blend.clone(),
+            blend_threshold: self.blend_threshold,
+            blend_start: self.blend_start,
+            blend_res: self.blend_res,
+            cross_steps: self.cross_steps.clone(),
+            cross_steps_word: self.cross_steps_word.clone(),
+            self_steps: self.self_steps.clone(),
+            self_max_res: self.self_max_res,
+            attention: self.save_attention,
+            attention_res: self.attention_res,
+            ..Request::new(prompt)
         }
-        e.blend_threshold = self.blend_threshold;
-        e.blend_start = self.blend_start;
-        e.cross_steps = Window::parse(&self.cross_steps).map_err(|err| Error::msg(format!("--cross-steps: {err}")))?;
-        e.cross_steps_word = self.cross_steps_word.iter().map(|s| spec::parse_word_window(s)).collect::<Result<_>>()?;
-        e.self_steps = Window::parse(&self.self_steps).map_err(|err| Error::msg(format!("--self-steps: {err}")))?;
-        e.compat_ptp = self.compat.is_some();
-        e.validate()?;
-        Ok(e)
+    }
+
+    /// The session these flags open on `model`.
+    pub fn session_options(&self, model: PathBuf, gpu: GpuOptions) -> Result<SessionOptions> {
+        Ok(SessionOptions {
+            model,
+            gpu,
+            precision: Precision { f16: self.f16, f32: self.f32, vae_f16: self.vae_f16 },
+            variant: self.variant.clone(),
+            decode: decode_options(self)?,
+            vae_tile_px: self.vae_tile_size,
+        })
     }
 }
 
 /// Reads a latent file: tensor `latents` `[1, C, h, w]`.
 pub fn read_latents(path: &Path) -> Result<(Vec<f32>, [usize; 4])> {
     let f = SafetensorsFile::open(path)?;
-    let info = f.info("latents").ok_or_else(|| Error::msg(format!("{}: no tensor named `latents`", path.display())))?;
+    let info =
+        f.info("latents").ok_or_else(|| Error::input(format!("{}: no tensor named `latents`", path.display())))?;
     let shape = info.shape.clone();
     let [1, c, h, w] = shape[..] else {
-        return Err(Error::msg(format!("{}: `latents` is {shape:?}, expected [1, C, h, w]", path.display())));
+        return Err(Error::input(format!("{}: `latents` is {shape:?}, expected [1, C, h, w]", path.display())));
     };
     let t = f.read_f32("latents")?;
     if let Some(bad) = t.data.iter().find(|v| !v.is_finite()) {
-        return Err(Error::msg(format!("{}: `latents` holds {bad}", path.display())));
+        return Err(Error::input(format!("{}: `latents` holds {bad}", path.display())));
     }
     Ok((t.data, [1, c, h, w]))
 }
 
-/// Output file names of a run with `targets` edits: source.png, then edit.png or edit-1.png, edit-2.png, ...
-pub fn output_names(targets: usize) -> Vec<String> {
-    let mut v = vec!["source.png".to_string()];
-    match targets {
-        0 => {}
-        1 => v.push("edit.png".into()),
-        n => v.extend((1..=n).map(|k| format!("edit-{k}.png"))),
-    }
-    v
-}
-
-/// A random seed (printed, so that the run can be repeated) unless `--seed` gave one.
-fn pick_seed(a: &GenerateArgs) -> u64 {
-    a.seed.unwrap_or_else(|| {
-        let s = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        eprintln!("seed: {s}");
-        s
-    })
-}
-
-/// How a model's samples relate to pixels, for sizing the initial noise.
-struct Geometry {
-    /// Channels of the initial noise.
-    channels: usize,
-    /// Output image side / sample side.
-    up: usize,
-    /// The sample side must be a multiple of this.
-    levels: usize,
-    /// The default sample side.
-    native: usize,
-}
-
-/// An initial noise `[1, C, h, w]` (NCHW), its `(h, w)`, and the seed it came from (None: a file).
-type Noise = (Vec<f32>, (usize, usize), Option<u64>);
-
-/// The initial noise `[1, C, h, w]`, its `(h, w)` and the seed it came from: the `--latents` tensor (no seed), or
-/// the noise of `seed` (None: `--seed` or a random one) at the size that --height/--width ask for.
-fn initial_noise(
-    a: &GenerateArgs,
-    latents: Option<(Vec<f32>, [usize; 4])>,
-    seed: Option<u64>,
-    g: &Geometry,
-) -> Result<Noise> {
-    let mut used = seed;
-    let (data, hw) = match latents {
-        Some((d, [_, lc, h, w])) => {
-            if lc != g.channels {
-                return Err(Error::msg(format!("--latents has {lc} channels; the model takes {}", g.channels)));
-            }
-            if a.height.is_some() || a.width.is_some() {
-                return Err(Error::msg(
-                    "--height/--width cannot be combined with --latents (the latent sets the size)",
-                ));
-            }
-            (d, (h, w))
-        }
-        None => {
-            let native = g.native * g.up;
-            let (ph, pw) = (a.height.unwrap_or(native), a.width.unwrap_or(native));
-            let grid = g.up * g.levels;
-            if ph == 0 || pw == 0 || ph % grid != 0 || pw % grid != 0 {
-                return Err(Error::msg(format!(
-                    "--height and --width must be positive multiples of {grid}, got {ph}x{pw}"
-                )));
-            }
-            let (h, w) = (ph / g.up, pw / g.up);
-            let seed = seed.unwrap_or_else(|| pick_seed(a));
-            used = Some(seed);
-            (gaussian(seed, g.channels * h * w), (h, w))
-        }
-    };
-    if hw.0 % g.levels != 0 || hw.1 % g.levels != 0 {
-        return Err(Error::msg(format!(
-            "latent size {}x{} must be a multiple of {} for this model",
-            hw.0, hw.1, g.levels
-        )));
-    }
-    Ok((data, hw, used))
-}
-
-/// An optional f32 tensor of a `--latents` file, which must have `shape` when present.
-fn read_optional(path: &Path, name: &str) -> Result<Option<(Vec<f32>, Vec<usize>)>> {
+/// An optional f32 tensor of a `--latents` file, which must be `[1, 3, 4h, 4w]` when present.
+fn read_sr_noise(path: &Path, name: &str, base: [usize; 4]) -> Result<Option<Vec<f32>>> {
     let f = SafetensorsFile::open(path)?;
     let Some(info) = f.info(name) else { return Ok(None) };
     let shape = info.shape.clone();
+    let want = vec![1, 3, base[2] * 4, base[3] * 4];
     let t = f.read_f32(name)?;
     if let Some(bad) = t.data.iter().find(|v| !v.is_finite()) {
-        return Err(Error::msg(format!("{}: `{name}` holds {bad}", path.display())));
+        return Err(Error::input(format!("{}: `{name}` holds {bad}", path.display())));
     }
-    Ok(Some((t.data, shape)))
+    if shape != want {
+        return Err(Error::input(format!("--latents: `{name}` is {shape:?}, expected {want:?} (4× the base noise)")));
+    }
+    Ok(Some(t.data))
 }
 
-/// What a run produced, for writing.
-struct Outcome {
-    /// `[B, 3, H, W]` in [0, 1].
-    images: Vec<f32>,
-    image_hw: (usize, usize),
-    /// More tensors of raw.safetensors, after `images`.
-    raw: Vec<(&'static str, Vec<usize>, Vec<f32>)>,
-    attention: Option<(Vec<f32>, usize, usize)>,
-    masks: Option<Vec<Vec<f32>>>,
-    /// Side of the edited samples (blend masks).
-    sample_hw: (usize, usize),
-}
-
-/// Storage types of the text encoder + UNet and of the VAE decoder: `--f16`/`--f32` force the first (f16 needs
-/// SHADER_F16), else [`LoadOptions::default_dtype`] (f16 on GPUs with SHADER_F16, f32 on CPU adapters);
-/// `--vae-f16` the second (default f32).
-pub fn precision(gpu: &Gpu, f16: bool, f32: bool, vae_f16: bool) -> Result<(DType, DType)> {
-    let need = |flag: &str| -> Result<()> {
-        if gpu.has_f16() {
-            Ok(())
-        } else {
-            Err(Error::msg(format!("{flag}: adapter {} has no SHADER_F16", gpu.info.name)))
-        }
-    };
-    let dtype = match (f16, f32) {
-        (true, _) => {
-            need("--f16")?;
-            DType::F16
-        }
-        (false, true) => DType::F32,
-        (false, false) => LoadOptions::default_dtype(gpu),
-    };
-    let vae = if vae_f16 {
-        need("--vae-f16")?;
-        DType::F16
+/// The `--latents` file as request data (a cascade's SR noises when the file has them).
+pub fn read_noise(path: &Path, cascade: bool) -> Result<InitialNoise> {
+    let (latents, shape) = read_latents(path)?;
+    let (sr_aug_noise, sr_latents) = if cascade {
+        (read_sr_noise(path, "sr_aug_noise", shape)?, read_sr_noise(path, "sr_latents", shape)?)
     } else {
-        DType::F32
+        (None, None)
     };
-    Ok((dtype, vae))
+    Ok(InitialNoise { shape, latents, sr_aug_noise, sr_latents })
 }
 
-/// True when `dir` holds fp16-variant weights (`*.fp16.safetensors`, shards or their index).
-fn has_fp16_files(dir: &Path) -> bool {
-    let Ok(entries) = std::fs::read_dir(dir) else { return false };
-    entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).any(|n| {
-        n.ends_with(".fp16.safetensors")
-            || n.ends_with(".fp16.safetensors.index.json")
-            || (n.contains(".fp16-") && n.ends_with(".safetensors"))
-    })
-}
-
-/// The weight variant to load: `--variant` when given; else `fp16` when the text encoder and UNet run in f16 and
-/// every weighted component folder of `model` has fp16 files (half the bytes to read; the values are the
-/// same as an f32 file rounded at load); else None (the plain files).
-pub fn weight_variant(model: &Path, given: Option<&str>, dtype: DType, components: &[&str]) -> Option<String> {
-    if let Some(v) = given {
-        return Some(v.to_string());
-    }
-    (dtype == DType::F16 && components.iter().all(|c| has_fp16_files(&model.join(c)))).then(|| "fp16".to_string())
-}
-
-/// Everything a model run needs from the command line, resolved.
-struct Job<'a> {
-    a: &'a GenerateArgs,
-    model: &'a Path,
-    dtype: DType,
-    vae_dtype: DType,
-    /// `--guidance`, else the model's default.
-    guidance: f64,
-    /// `--steps`, else the model's default.
-    steps: usize,
-    /// `--sr-steps`, else the model's default, else `steps` (cascades only).
-    sr_steps: usize,
-    plan: Option<&'a EditPlan>,
-    prompts: &'a [String],
-    latents: Option<(Vec<f32>, [usize; 4])>,
-    kind: Option<Kind>,
-}
-
-impl Job<'_> {
-    fn edit_run(&self, latents: Vec<f32>, hw: (usize, usize)) -> EditRun {
-        let a = self.a;
-        EditRun {
-            negative: a.negative_prompt.clone(),
-            steps: self.steps,
-            guidance: self.guidance,
-            scheduler: self.kind,
-            latents,
-            latent_hw: hw,
-            self_max_res: a.self_max_res,
-            blend_res: a.blend_res,
-            attention_res: a.save_attention.then_some(a.attention_res),
-        }
-    }
-
-    fn generate(&self, latents: Vec<f32>, hw: (usize, usize)) -> Generate {
-        let a = self.a;
-        Generate {
-            prompts: self.prompts.to_vec(),
-            negative: a.negative_prompt.clone(),
-            steps: self.steps,
-            guidance: self.guidance,
-            scheduler: self.kind,
-            latents,
-            latent_hw: hw,
-        }
-    }
-}
-
-fn run_sd(gpu: &Gpu, j: Job, progress: &mut dyn FnMut(usize, usize)) -> Result<Outcome> {
-    let a = j.a;
-    let variant = weight_variant(j.model, a.variant.as_deref(), j.dtype, &["text_encoder", "unet", "vae"]);
-    let mut sd = StableDiffusion::load(gpu, j.model, &LoadOptions { dtype: j.dtype, vae_dtype: j.vae_dtype, variant })?;
-    sd.vae.tiling = decode_options(a, sd.vae.config.upscale())?;
-    let c = sd.unet.config.in_channels;
-    let geo = Geometry {
-        channels: c,
-        up: sd.vae.config.upscale(),
-        levels: 1usize << (sd.unet.config.block_out_channels.len() - 1),
-        native: sd.unet.config.sample_size,
-    };
-    let (data, hw, _) = initial_noise(a, j.latents.clone(), None, &geo)?;
-    if let Some(s) = &a.save_latents {
-        write_atomic(s, &safetensors_f32(&[("latents", vec![1, c, hw.0, hw.1], &data)])?)?;
-    }
-    let (images, latents, image_hw, attention, masks) = match j.plan {
-        None => {
-            let out = sd.generate(gpu, &j.generate(data, hw), progress)?;
-            (out.images, out.latents, out.image_hw, None, None)
-        }
-        Some(plan) => {
-            let out = sd.edit(gpu, plan, &j.edit_run(data, hw), progress)?;
-            (out.images, out.latents, out.image_hw, out.attention, out.blend_masks)
-        }
-    };
-    let b = j.prompts.len();
-    Ok(Outcome {
-        images,
-        image_hw,
-        raw: vec![("latents", vec![b, c, hw.0, hw.1], latents)],
-        attention,
-        masks,
-        sample_hw: hw,
-    })
-}
-
-fn run_cascade(gpu: &Gpu, j: Job, progress: &mut dyn FnMut(usize, usize)) -> Result<Outcome> {
-    let a = j.a;
-    let variant = weight_variant(j.model, a.variant.as_deref(), j.dtype, &["text_encoder", "unet", "sr_unet"]);
-    let m = Cascade::load(gpu, j.model, &LoadOptions { dtype: j.dtype, vae_dtype: j.vae_dtype, variant })?;
-    let levels = |u: &crate::models::unet::UNet| 1usize << (u.config.block_out_channels.len() - 1);
-    let geo = Geometry {
-        channels: 3,
-        up: SR_SCALE,
-        // The base side must suit the base UNet, and 4× it the SR UNet.
-        levels: levels(&m.unet).max(levels(&m.sr_unet).div_ceil(SR_SCALE)),
-        native: m.unet.config.sample_size,
-    };
-    // SR noises from the --latents file when it has them, else from the seed (+1, +2): see models::cascade.
-    let file = a.latents.as_deref();
-    let aug_file = file.map(|p| read_optional(p, "sr_aug_noise")).transpose()?.flatten();
-    let sr_file = file.map(|p| read_optional(p, "sr_latents")).transpose()?.flatten();
-    let (data, hw, seed) = initial_noise(a, j.latents.clone(), None, &geo)?;
-    let seed = match seed {
-        Some(s) => s,
-        None if aug_file.is_none() || sr_file.is_none() => pick_seed(a),
-        None => 0, // both SR noises come from the file
-    };
-    let (hh, ww) = (hw.0 * SR_SCALE, hw.1 * SR_SCALE);
-    let sr_shape = vec![1, 3, hh, ww];
-    let sr_noise = |from_file: Option<(Vec<f32>, Vec<usize>)>, name: &str, offset: u64| -> Result<Vec<f32>> {
-        match from_file {
-            Some((d, shape)) if shape == sr_shape => Ok(d),
-            Some((_, shape)) => {
-                Err(Error::msg(format!("--latents: `{name}` is {shape:?}, expected {sr_shape:?} (4× the base noise)")))
-            }
-            None => Ok(gaussian(seed.wrapping_add(offset), 3 * hh * ww)),
-        }
-    };
-    let aug_noise = sr_noise(aug_file, "sr_aug_noise", 1)?;
-    let sr_latents = sr_noise(sr_file, "sr_latents", 2)?;
-    if let Some(s) = &a.save_latents {
-        let t = [
-            ("latents", vec![1, 3, hw.0, hw.1], data.as_slice()),
-            ("sr_aug_noise", sr_shape.clone(), aug_noise.as_slice()),
-            ("sr_latents", sr_shape.clone(), sr_latents.as_slice()),
-        ];
-        write_atomic(s, &safetensors_f32(&t)?)?;
-    }
-    let sr = SrRun { steps: j.sr_steps, guidance: a.sr_guidance, scheduler: None, aug_noise, latents: sr_latents };
-    let out = match j.plan {
-        None => m.generate(gpu, &j.generate(data, hw), &sr, progress)?,
-        Some(plan) => m.edit(gpu, plan, &j.edit_run(data, hw), &sr, progress)?,
-    };
-    let b = j.prompts.len();
-    let base_shape = vec![b, 3, hw.0, hw.1];
-    Ok(Outcome {
-        images: out.images,
-        image_hw: out.image_hw,
-        raw: vec![("latents", base_shape.clone(), out.base), ("base_images", base_shape, out.base_images)],
-        attention: out.attention,
-        masks: out.blend_masks,
-        sample_hw: hw,
-    })
-}
-
-/// The VAE decode options of `--vae-tile`, `--vae-tile-size` (pixels; `up` pixels per latent) and `--vae-budget`.
-pub fn decode_options(a: &GenerateArgs, up: usize) -> Result<DecodeOptions> {
-    let tile = match a.vae_tile_size {
-        Some(px) if px == 0 || px % up != 0 => {
-            return Err(Error::msg(format!("--vae-tile-size must be a positive multiple of {up}, got {px}")));
-        }
-        Some(px) => Some(px / up),
-        None => None,
-    };
+/// The VAE decode options of `--vae-tile` and `--vae-budget` (`--vae-tile-size` is in pixels, converted by the
+/// session once the VAE is loaded).
+pub fn decode_options(a: &GenerateArgs) -> Result<DecodeOptions> {
     if a.vae_budget == 0 {
-        return Err(Error::msg("--vae-budget must be positive"));
+        return Err(Error::input("--vae-budget must be positive"));
     }
     Ok(DecodeOptions {
         tiling: if a.vae_tile { Tiling::Always } else { Tiling::Auto },
         budget: a.vae_budget << 20,
-        tile,
+        tile: None,
         overlap: None,
     })
 }
@@ -525,155 +260,88 @@ pub fn default_model() -> Option<PathBuf> {
         .find(|d| d.join("model_index.json").is_file())
 }
 
-/// Runs the main command.
-pub fn run(a: &GenerateArgs, adapter: Option<String>) -> Result<()> {
-    let prompt = a.prompt.clone().ok_or_else(|| Error::msg("--prompt is required"))?;
-    let model = match a.model.clone() {
-        Some(m) => m,
+/// The model folder: `--model`, else the shipped default.
+pub fn model_dir(given: Option<&Path>) -> Result<PathBuf> {
+    match given {
+        Some(m) => Ok(m.to_path_buf()),
         None => default_model().ok_or_else(|| {
-            Error::msg(
+            Error::input(
                 "--model DIR is required: no default model found (models/default in the working folder or in the \
                  source tree this binary was built from)",
             )
-        })?,
-    };
-    for (flag, s) in [("--steps", a.steps), ("--sr-steps", a.sr_steps)] {
-        if let Some(s) = s.filter(|s| *s == 0 || *s > 1000) {
-            return Err(Error::msg(format!("{flag} must be between 1 and 1000, got {s}")));
-        }
+        }),
     }
-    if let Some(g) = a.guidance.filter(|g| !g.is_finite()) {
-        return Err(Error::msg(format!("--guidance must be a finite number, got {g}")));
-    }
-    if let Some(g) = a.sr_guidance.filter(|g| !g.is_finite()) {
-        return Err(Error::msg(format!("--sr-guidance must be a finite number, got {g}")));
-    }
-    if !a.is_edit() && (a.blend.is_some() || a.save_attention || !a.cross_steps_word.is_empty()) {
-        return Err(Error::msg(
-            "--blend, --cross-steps-word and --save-attention need an edit (--swap, --target or --reweight)",
-        ));
-    }
-    if a.self_max_res == 0 {
-        return Err(Error::msg("--self-max-res must be positive"));
-    }
+}
+
+/// Runs the main command: flags → `Request`, `Session::open`, `Session::run` with a progress bar, then the files.
+pub fn run(a: &GenerateArgs, gpu: GpuOptions) -> Result<()> {
+    let prompt = a.prompt.clone().ok_or_else(|| Error::input("--prompt is required"))?;
+    let model = model_dir(a.model.as_deref())?;
     let cascade = is_cascade(&model)?;
-    let index = if cascade { Some(CascadeIndex::read(&model)?) } else { None };
-    let guidance = a.guidance.or(index.as_ref().and_then(|i| i.guidance_scale)).unwrap_or(7.5);
-    let steps = a.steps.or(index.as_ref().and_then(|i| i.num_inference_steps)).unwrap_or(50);
-    let sr_steps = a.sr_steps.or(index.as_ref().and_then(|i| i.sr_num_inference_steps)).unwrap_or(steps);
-    if !cascade && (a.sr_steps.is_some() || a.sr_guidance.is_some()) {
-        return Err(Error::msg("--sr-steps and --sr-guidance need a cascade model (P2PCascadePipeline)"));
-    }
-    // The edit plan needs only the tokenizer: check every word before the GPU starts.
-    let (plan, tok) = if a.is_edit() {
-        let spec = a.edit_spec(&prompt)?;
+    let latents = a.latents.as_deref().map(|p| read_noise(p, cascade)).transpose()?;
+    let mut req = a.request(&prompt, latents);
+    req.validate()?;
+    // The edit needs only the tokenizer: check every word before the GPU starts.
+    let prompts = if req.is_edit() {
         let tok = crate::text::Tokenizer::from_model_dir(&model)?;
-        (Some(EditPlan::new(&spec, &tok, steps)?), Some(tok))
+        let steps = match cascade {
+            true => req.steps.or(crate::models::cascade::CascadeIndex::read(&model)?.num_inference_steps),
+            false => req.steps,
+        };
+        crate::p2p::EditPlan::new(&req.edit_spec()?, &tok, steps.unwrap_or(50))?.prompts
     } else {
-        (None, None)
+        vec![prompt.clone()]
     };
-    let prompts = plan.as_ref().map_or_else(|| vec![prompt.clone()], |p| p.prompts.clone());
-    let latents = a.latents.as_deref().map(read_latents).transpose()?;
     let mut inputs: Vec<&Path> = vec![model.as_path()];
     if let Some(l) = &a.latents {
         inputs.push(l);
     }
     prepare_dir(&a.out)?;
-    let names = output_names(prompts.len() - 1);
-    for name in names.iter().map(String::as_str).chain(["grid.png", "raw.safetensors"]) {
+    for name in Output::image_names(prompts.len()).iter().map(String::as_str).chain(["grid.png", "raw.safetensors"]) {
         check_not_input(&a.out.join(name), &inputs)?;
     }
     if let Some(s) = &a.save_latents {
         check_not_input(s, &inputs)?;
     }
-    let quant = if a.compat.is_some() { Quantize::Truncate } else { Quantize::Round };
+    // A random seed is printed before the run, so that a run that fails can be repeated.
+    if req.seed.is_none() && (req.latents.is_none() || cascade) {
+        let s = crate::session::random_seed();
+        req.seed = Some(s);
+        if req.latents.as_ref().is_none_or(|n| n.sr_aug_noise.is_none() || n.sr_latents.is_none()) {
+            say(&format!("seed: {s}"));
+        }
+    }
 
-    let gpu = Gpu::new(&GpuOptions { adapter })?;
-    let (dtype, vae_dtype) = precision(&gpu, a.f16, a.f32, a.vae_f16)?;
-    let t0 = Instant::now();
-    let kind = match a.scheduler.as_deref() {
-        Some("pndm") => Some(Kind::Pndm),
-        Some("ddim") => Some(Kind::Ddim),
-        Some("dpm++" | "dpmsolver++") => Some(Kind::DpmSolverPp),
-        Some("euler") => Some(Kind::Euler),
-        _ => None,
-    };
+    let session = Session::open(&a.session_options(model, gpu)?)?;
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {per_sec}  eta {eta}")
             .map_err(|e| Error::msg(format!("progress bar: {e}")))?,
     );
-    let mut progress = |i: usize, n: usize| {
-        bar.set_length(n as u64);
-        bar.set_position(i as u64);
+    let mut progress = |s: &Step| {
+        bar.set_length(s.of as u64);
+        bar.set_position(s.done as u64);
+        true
     };
-    let job = Job {
-        a,
-        model: &model,
-        dtype,
-        vae_dtype,
-        guidance,
-        steps,
-        sr_steps,
-        plan: plan.as_ref(),
-        prompts: &prompts,
-        latents,
-        kind,
-    };
-    let out = if cascade { run_cascade(&gpu, job, &mut progress)? } else { run_sd(&gpu, job, &mut progress)? };
+    let out = session.run(&req, &mut progress)?;
     bar.finish_and_clear();
-
+    for w in &out.warnings {
+        say(&format!("warning: {w}"));
+    }
+    if let Some(s) = &a.save_latents {
+        write_atomic(s, &out.noise_file()?)?;
+    }
+    out.write(&a.out, Files { raw: a.save_raw })?;
     let (h, w) = out.image_hw;
-    let b = prompts.len();
-    let images = &out.images;
-    let rgbs: Vec<Vec<u8>> =
-        (0..b).map(|k| to_rgb8(&images[k * 3 * h * w..(k + 1) * 3 * h * w], h, w, quant)).collect();
-    for (name, rgb) in names.iter().zip(&rgbs) {
-        write_atomic(&a.out.join(name), &png(rgb, h, w)?)?;
-    }
-    if b > 1 {
-        let tiles: Vec<(Vec<u8>, usize, usize)> = rgbs.iter().map(|r| (r.clone(), h, w)).collect();
-        let (g, gh, gw) = captioned_grid(&tiles, &prompts)?;
-        write_atomic(&a.out.join("grid.png"), &png(&g, gh, gw)?)?;
-    }
-    if let (Some((sum, res, evals)), Some(tok)) = (&out.attention, &tok) {
-        write_attention(tok, &a.out, &prompts, sum, *res, *evals)?;
-    }
-    if let Some(m) = &out.masks {
-        let (g, gh, gw) = mask_grid(m, out.sample_hw.0, out.sample_hw.1, &prompts, 128)?;
-        write_atomic(&a.out.join("blend-masks.png"), &png(&g, gh, gw)?)?;
-    }
-    if a.save_raw {
-        let mut t: Vec<(&str, Vec<usize>, &[f32])> = vec![("images", vec![b, 3, h, w], images)];
-        t.extend(out.raw.iter().map(|(n, s, d)| (*n, s.clone(), d.as_slice())));
-        write_atomic(&a.out.join("raw.safetensors"), &safetensors_f32(&t)?)?;
-    }
-    eprintln!("wrote {} image(s) of {w}x{h} to {} in {:.1} s", b, a.out.display(), t0.elapsed().as_secs_f64());
-    if let Some(p) = &gpu.profile {
-        eprint!("{}", p.table());
+    let secs = session.load_seconds + out.timings.run;
+    say(&format!("wrote {} image(s) of {w}x{h} to {} in {secs:.1} s", out.prompts.len(), a.out.display()));
+    if let Some(p) = &session.gpu.profile {
+        say(&p.table());
     }
     Ok(())
 }
 
-/// One attention grid per prompt: `attention-0.png` (source), `attention-1.png`, ...: the maps of its tokens
-/// (BOS to EOS) averaged over the UNet evaluations, heads and layers at `res`.
-fn write_attention(
-    tok: &crate::text::Tokenizer,
-    out: &Path,
-    prompts: &[String],
-    sum: &[f32],
-    res: usize,
-    evals: usize,
-) -> Result<()> {
-    let keys = tok.max_len();
-    for (b, p) in prompts.iter().enumerate() {
-        let enc = tok.encode(p)?;
-        let maps: Vec<Vec<f32>> = (0..enc.length)
-            .map(|n| (0..res * res).map(|q| sum[(b * res * res + q) * keys + n] / evals as f32).collect())
-            .collect();
-        let labels: Vec<String> = enc.tokens[..enc.length].iter().map(|t| token_label(t)).collect();
-        let (g, gh, gw) = attention_grid(&maps, res, &labels, 64)?;
-        write_atomic(&out.join(format!("attention-{b}.png")), &png(&g, gh, gw)?)?;
-    }
-    Ok(())
+/// One message on stderr; a full or closed stderr changes nothing.
+pub fn say(text: &str) {
+    let _ = writeln!(std::io::stderr(), "{}", text.trim_end());
 }

@@ -11,10 +11,11 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuOptions};
 use crate::models::sd::{LoadOptions, StableDiffusion};
 use crate::models::vae::{DEFAULT_DECODE_BUDGET, DecodeOptions, Tiling};
-use crate::nn::{AttnHooks, Ctx, StoreAt};
-use crate::ops::attention::CrossEdit;
+use crate::nn::Ctx;
 use crate::p2p::{EditPlan, EditSpec};
-use crate::tensor::{DType, Tensor};
+use crate::pipelines::{Denoiser, EditRun, Generate, StageCond};
+use crate::session::{Precision, weight_variant};
+use crate::tensor::DType;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct InfoArgs {
@@ -103,11 +104,11 @@ pub struct MemoryPlan {
     pub max_buffer_size: u64,
 }
 
-pub fn run(a: &InfoArgs, adapter: Option<String>) -> Result<()> {
-    let gpu = Gpu::new(&GpuOptions { adapter })?;
+pub fn run(a: &InfoArgs, opts: GpuOptions) -> Result<()> {
+    let gpu = Gpu::new(&opts)?;
     print!("{}", gpu.report());
     let Some(dir) = &a.model else { return Ok(()) };
-    let (dtype, vae_dtype) = super::generate::precision(&gpu, a.f16, a.f32, a.vae_f16)?;
+    let (dtype, vae_dtype) = Precision { f16: a.f16, f32: a.f32, vae_f16: a.vae_f16 }.resolve(&gpu)?;
     if crate::models::cascade::is_cascade(dir)? {
         return cascade_info(&gpu, dir, a, dtype);
     }
@@ -115,7 +116,7 @@ pub fn run(a: &InfoArgs, adapter: Option<String>) -> Result<()> {
     print!("{}", plan.text());
     if let Some(path) = &a.json {
         let text = serde_json::to_string_pretty(&plan).map_err(Error::msg)?;
-        std::fs::write(path, text).map_err(|e| Error::msg(format!("cannot write {}: {e}", path.display())))?;
+        std::fs::write(path, text).map_err(|e| Error::input(format!("cannot write {}: {e}", path.display())))?;
     }
     Ok(())
 }
@@ -184,7 +185,7 @@ impl MemoryPlan {
 
 /// Loads `dir` and records (does not run) every phase of a `a.batch`-prompt generation and edit.
 pub fn plan_sd(gpu: &Gpu, dir: &std::path::Path, a: &InfoArgs, dtype: DType, vae_dtype: DType) -> Result<MemoryPlan> {
-    let variant = super::generate::weight_variant(dir, a.variant.as_deref(), dtype, &["text_encoder", "unet", "vae"]);
+    let variant = weight_variant(dir, a.variant.as_deref(), dtype, &["text_encoder", "unet", "vae"]);
     let mut sd = StableDiffusion::load(gpu, dir, &LoadOptions { dtype, vae_dtype, variant })?;
     sd.vae.tiling = DecodeOptions {
         tiling: if a.vae_tile { Tiling::Always } else { Tiling::Auto },
@@ -193,13 +194,12 @@ pub fn plan_sd(gpu: &Gpu, dir: &std::path::Path, a: &InfoArgs, dtype: DType, vae
     };
     let weights_allocated = gpu.pool.created_bytes().0;
     let b = a.batch.max(1);
-    let c = sd.unet.config.in_channels;
     let up = sd.vae.config.upscale();
     let native = sd.unet.config.sample_size * up;
     let (ph, pw) = (a.height.unwrap_or(native), a.width.unwrap_or(native));
     let grid = up << (sd.unet.config.block_out_channels.len() - 1);
     if ph == 0 || pw == 0 || ph % grid != 0 || pw % grid != 0 {
-        return Err(Error::msg(format!("--height and --width must be positive multiples of {grid}, got {ph}x{pw}")));
+        return Err(Error::input(format!("--height and --width must be positive multiples of {grid}, got {ph}x{pw}")));
     }
     let (h, w) = (ph / up, pw / up);
 
@@ -208,41 +208,42 @@ pub fn plan_sd(gpu: &Gpu, dir: &std::path::Path, a: &InfoArgs, dtype: DType, vae
     let mut spec = EditSpec::new(source);
     spec.targets = (1..b).map(|_| "a photo of a dog riding a bicycle".to_string()).collect();
     let prompts: Vec<String> = std::iter::once(source.to_string()).chain(spec.targets.iter().cloned()).collect();
-    let ids = sd.encode_ids(&prompts, "")?;
+    let ids = sd.denoiser().encode_ids(&prompts, "")?;
     let mut tx = Ctx::new(gpu, dtype);
     let text = sd.text_encoder.forward(&mut tx, &ids)?;
     let text_encoder_arena = tx.arena.created_bytes().0;
 
-    // The plain UNet call with its persistent inputs, as `Denoiser::generate` records it.
-    let (unet_arena, unet_largest) = {
-        let mut cx = Ctx::new(gpu, dtype);
-        let sample = cx.alloc(&[2 * b, h, w, c])?;
-        let ts = cx.alloc_as(&[2 * b], DType::F32)?;
-        let _ = sd.unet.forward_full(&mut cx, &sample, &ts, None, &text, None)?;
-        cx.arena.created_bytes()
+    // The plain UNet call and the edit's two recordings, recorded (not run) by the code the sampler replays.
+    let steps = 50;
+    let latent_hw = (h, w);
+    let g = Generate {
+        prompts: prompts.clone(),
+        negative: String::new(),
+        steps,
+        guidance: 7.5,
+        scheduler: None,
+        latents: Vec::new(),
+        latent_hw,
     };
-
-    // An edit: tables, stores at the blend side, and both recordings in one arena, as `Denoiser::edit`.
+    let (unet_arena, unet_largest) = sd.denoiser().record_plain(gpu, &g, None)?.arena_bytes();
     let (edit_unet_arena, edit_shared, store_bytes) = if b >= 2 {
         let before = gpu.pool.created_bytes().0;
-        let plan = EditPlan::new(&spec, &sd.tokenizer, 50)?;
-        let edit = CrossEdit::new(gpu, &plan.edit_data(0)?)?;
-        let side = sd.unet.default_map_side(h, w).filter(|_| h == w);
-        let store = side.map(|s| Tensor::empty(gpu, &[b, s * s, plan.keys], DType::F32).map(|t| (s, t))).transpose()?;
-        let stores: Vec<StoreAt> = store
-            .iter()
-            .map(|(s, buf)| StoreAt { tokens: s * s, layers: sd.unet.cross_layers_with_tokens(h, w, s * s), buf })
-            .filter(|st| st.layers > 0)
-            .collect();
-        let store_bytes = store.as_ref().map_or(0, |(_, t)| t.bytes());
-        let mut cx = Ctx::new(gpu, dtype);
-        let sample = cx.alloc(&[2 * b, h, w, c])?;
-        let ts = cx.alloc_as(&[2 * b], DType::F32)?;
-        let mut hooks = AttnHooks { edit: &edit, src_row: b, inject_self: true, self_max_tokens: 16 * 16, stores };
-        let _o1 = sd.unet.forward_hooked(&mut cx, &sample, &ts, &text, Some(&hooks))?;
-        hooks.inject_self = false;
-        let _o2 = sd.unet.forward_hooked(&mut cx, &sample, &ts, &text, Some(&hooks))?;
-        (cx.arena.created_bytes().0, gpu.pool.created_bytes().0 - before, store_bytes)
+        let plan = EditPlan::new(&spec, &sd.tokenizer, steps)?;
+        let square = h == w && sd.unet.default_map_side(h, w).is_some();
+        let r = EditRun {
+            negative: String::new(),
+            steps,
+            guidance: 7.5,
+            scheduler: None,
+            latents: Vec::new(),
+            latent_hw,
+            self_max_res: 16,
+            blend_res: None,
+            attention_res: square.then_some(None),
+        };
+        let (rec, hooks, _) = sd.denoiser().record_edit(gpu, &plan, &r)?;
+        let store_bytes = hooks.stores.iter().map(|(_, _, t)| t.bytes()).sum();
+        (rec.arena_bytes().0, gpu.pool.created_bytes().0 - before, store_bytes)
     } else {
         (unet_arena, 0, 0)
     };
@@ -291,28 +292,26 @@ pub fn plan_sd(gpu: &Gpu, dir: &std::path::Path, a: &InfoArgs, dtype: DType, vae
     })
 }
 
-/// A UNet call at CFG batch `2·b` on `s×s` inputs of `c` channels, recorded (not run): (arena bytes, largest).
-fn unet_plan(
-    gpu: &Gpu,
-    unet: &crate::models::unet::UNet,
-    text: (usize, usize),
-    b: usize,
-    s: usize,
-    c: usize,
-    dtype: DType,
-) -> Result<(u64, u64)> {
-    let mut cx = Ctx::new(gpu, dtype);
-    let x = cx.alloc(&[2 * b, s, s, c])?;
-    let ts = cx.alloc_as(&[2 * b], DType::F32)?;
-    let t = cx.alloc(&[2 * b, text.0, text.1])?;
-    let labels = unet.config.class_embed.is_some().then(|| cx.alloc_as(&[2 * b], DType::F32)).transpose()?;
-    let _ = unet.forward_full(&mut cx, &x, &ts, labels.as_ref(), &t, None)?;
-    Ok(cx.arena.created_bytes())
+/// The plain call of `stage` for `b` prompts on `s×s` samples (a conditioned stage: with a zero image of `cc`
+/// channels), recorded (not run) as the sampler replays it: (arena bytes, largest).
+fn unet_plan(gpu: &Gpu, stage: Denoiser, b: usize, s: usize, cc: usize) -> Result<(u64, u64)> {
+    let g = Generate {
+        prompts: vec!["a red circle".to_string(); b],
+        negative: String::new(),
+        steps: 1,
+        guidance: 7.5,
+        scheduler: None,
+        latents: Vec::new(),
+        latent_hw: (s, s),
+    };
+    let label = stage.unet.config.class_embed.is_some().then_some(0.0);
+    let image = vec![0.0; b * s * s * cc];
+    let cond = (cc > 0).then_some(StageCond { image: &image, channels: cc, class_label: label });
+    Ok(stage.record_plain(gpu, &g, cond.as_ref())?.arena_bytes())
 }
 
 fn cascade_info(gpu: &Gpu, dir: &std::path::Path, a: &InfoArgs, dtype: DType) -> Result<()> {
-    let variant =
-        super::generate::weight_variant(dir, a.variant.as_deref(), dtype, &["text_encoder", "unet", "sr_unet"]);
+    let variant = weight_variant(dir, a.variant.as_deref(), dtype, &["text_encoder", "unet", "sr_unet"]);
     let m = crate::models::cascade::Cascade::load(gpu, dir, &LoadOptions { dtype, vae_dtype: DType::F32, variant })?;
     let (u, s, t) = (m.unet.param_bytes, m.sr_unet.param_bytes, m.text_encoder.param_bytes);
     println!("model: {} (cascade: pixel-space base + super-resolution)", dir.display());
@@ -325,11 +324,11 @@ fn cascade_info(gpu: &Gpu, dir: &std::path::Path, a: &InfoArgs, dtype: DType) ->
         dtype.name()
     );
     let b = a.batch.max(1);
-    let text = (m.text_encoder.config.max_position_embeddings, m.text_encoder.config.hidden_size);
     let bs = m.unet.config.sample_size;
     let ss = m.sr_unet.config.sample_size;
-    let (base_bytes, base_largest) = unet_plan(gpu, &m.unet, text, b, bs, m.unet.config.in_channels, dtype)?;
-    let (sr_bytes, sr_largest) = unet_plan(gpu, &m.sr_unet, text, b, ss, m.sr_unet.config.in_channels, dtype)?;
+    let (base_bytes, base_largest) = unet_plan(gpu, m.base(), b, bs, 0)?;
+    let cc = m.sr_unet.config.in_channels - m.sr_unet.config.out_channels;
+    let (sr_bytes, sr_largest) = unet_plan(gpu, m.sr(), b, ss, cc)?;
     println!("  planned activations, {b} image(s):");
     println!(
         "    base call at {bs}x{bs} (CFG batch {}): {} in the arena, largest buffer {}",

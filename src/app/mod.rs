@@ -1,6 +1,4 @@
-//! The command line's jobs, kept out of main.rs: argument structs (clap) and what each command does.
+//! The command line's jobs, kept out of main.rs: argument structs (clap), turning them into library requests,
+//! and what each command prints.
 pub mod generate;
 pub mod info;
-pub mod noise;
-pub mod output;
-pub mod pictures;

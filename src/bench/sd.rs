@@ -13,10 +13,11 @@ use std::time::Instant;
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::gpu::timing::time_dispatches;
-use crate::models::sd::{Generate, LoadOptions, StableDiffusion};
-use crate::models::sd_edit::EditRun;
+use crate::models::sd::{LoadOptions, StableDiffusion};
 use crate::nn::Ctx;
 use crate::p2p::{EditPlan, EditSpec};
+use crate::pipelines::progress::StageProgress;
+use crate::pipelines::{EditRun, Generate, Silent, Step};
 use crate::tensor::{DType, Tensor};
 
 use super::{Report, Row, now_utc};
@@ -51,7 +52,7 @@ impl MemorySeen {
 pub fn edit_vs_plain(gpu: &Gpu, sd: &StableDiffusion, steps: usize) -> Result<(f64, f64, MemorySeen)> {
     let s = sd.unet.config.sample_size;
     let c = sd.unet.config.in_channels;
-    let latents = crate::app::noise::gaussian(1, c * s * s);
+    let latents = crate::noise::gaussian(1, c * s * s);
     let source = "a red bicycle on a hill";
     let plain = Generate {
         prompts: vec![source.into(), "a red car on a hill".into()],
@@ -77,16 +78,20 @@ pub fn edit_vs_plain(gpu: &Gpu, sd: &StableDiffusion, steps: usize) -> Result<(f
         attention_res: None,
     };
     // Warm-up: one step of each, so that pipeline compilation is in neither timing.
-    sd.generate(gpu, &Generate { steps: 1, ..plain.clone() }, &mut |_, _| {})?;
+    sd.generate(gpu, &Generate { steps: 1, ..plain.clone() }, &mut Silent)?;
     let warm = EditRun { steps: 1, ..run.clone() };
-    sd.edit(gpu, &EditPlan::new(&spec, &sd.tokenizer, 1)?, &warm, &mut |_, _| {})?;
+    sd.edit(gpu, &EditPlan::new(&spec, &sd.tokenizer, 1)?, &warm, &mut Silent)?;
 
     let t = Instant::now();
-    sd.generate(gpu, &plain, &mut |_, _| {})?;
+    sd.generate(gpu, &plain, &mut Silent)?;
     let t_plain = t.elapsed().as_secs_f64();
     let mut mem = MemorySeen::default();
     let t = Instant::now();
-    let e = sd.denoiser().edit(gpu, &plan, &run, &mut |_, _| mem.sample(gpu))?;
+    let mut sample = |_: &Step| {
+        mem.sample(gpu);
+        true
+    };
+    let e = sd.denoiser().edit(gpu, &plan, &run, &mut StageProgress::single(&mut sample, 0))?;
     let sf = sd.vae.config.scaling_factor;
     let z: Vec<f32> = e.samples.iter().map(|&v| (v as f64 / sf) as f32).collect();
     let img = sd.vae.decode_observed(gpu, &z, plan.prompts.len(), (s, s), &mut |g| mem.sample(g))?;

@@ -6,7 +6,7 @@
 //! Values follow make_sd15_random.py's rules, read from the key names: norm weights 1 + N(0, 0.05²), norm
 //! biases N(0, 0.05²), token embedding N(0, 0.02²), position embedding N(0, 0.01²), other biases N(0, 0.02²),
 //! other weights N(0, 1/fan_in) (fan_in = the product of all dimensions but the first). Normals come from the
-//! crate's SplitMix64 + Box–Muller generator (`app::noise::gaussian`), per chunk of 2²⁰ values seeded by
+//! crate's SplitMix64 + Box–Muller generator (`noise::gaussian`), per chunk of 2²⁰ values seeded by
 //! (seed, tensor, chunk), so the output does not depend on the thread count. Not the same numbers as the Python
 //! script (a different generator), the same distributions.
 use std::path::Path;
@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 
 fn io(path: &Path, e: std::io::Error) -> Error {
-    Error::msg(format!("{}: {e}", path.display()))
+    Error::model(format!("{}: {e}", path.display()))
 }
 
 /// The header of a safetensors file: its JSON and its byte length (without the 8-byte length prefix).
@@ -28,11 +28,11 @@ fn read_header(path: &Path) -> Result<(Value, usize)> {
     f.read_exact(&mut len).map_err(|e| io(path, e))?;
     let n = u64::from_le_bytes(len) as usize;
     if n > 100 << 20 {
-        return Err(Error::msg(format!("{}: header of {n} bytes", path.display())));
+        return Err(Error::model(format!("{}: header of {n} bytes", path.display())));
     }
     let mut buf = vec![0u8; n];
     f.read_exact(&mut buf).map_err(|e| io(path, e))?;
-    let v: Value = serde_json::from_slice(&buf).map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+    let v: Value = serde_json::from_slice(&buf).map_err(|e| Error::model(format!("{}: {e}", path.display())))?;
     Ok((v, n))
 }
 
@@ -112,7 +112,7 @@ const CHUNK: usize = 1 << 20;
 
 fn fill_file(from: &Path, to: &Path, seed: u64) -> Result<u64> {
     let (header, n) = read_header(from)?;
-    let bad = |m: String| Error::msg(format!("{}: {m}", from.display()));
+    let bad = |m: String| Error::model(format!("{}: {m}", from.display()));
     let obj = header.as_object().ok_or_else(|| bad("header is not an object".into()))?;
     // (key, dtype size, shape, start, end), in file order.
     let mut tensors = Vec::new();
@@ -173,7 +173,7 @@ fn fill_file(from: &Path, to: &Path, seed: u64) -> Result<u64> {
                     let (mean, std) = role(key, shape);
                     let n = buf.len() / size;
                     let sd = seed.wrapping_mul(0x9E37_79B9).wrapping_add((*ti as u64) << 24).wrapping_add(*ci as u64);
-                    let g = crate::app::noise::gaussian(sd, n);
+                    let g = crate::noise::gaussian(sd, n);
                     if *size == 2 {
                         for (o, v) in buf.chunks_exact_mut(2).zip(g) {
                             o.copy_from_slice(&f16::from_f32(mean + std * v).to_le_bytes());

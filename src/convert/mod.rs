@@ -88,7 +88,7 @@ impl Preset {
     pub fn from_name(name: &str) -> Result<Preset> {
         match name {
             "sd15" => Ok(Preset::Sd15),
-            other => Err(Error::msg(format!("unknown preset {other:?} (known: {})", Preset::NAMES.join(", ")))),
+            other => Err(Error::model(format!("unknown preset {other:?} (known: {})", Preset::NAMES.join(", ")))),
         }
     }
 
@@ -190,13 +190,13 @@ fn list(what: &str, items: &[String]) -> String {
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::msg(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::model(format!("cannot create {}: {e}", dir.display())))?;
     }
-    std::fs::write(path, bytes).map_err(|e| Error::msg(format!("cannot write {}: {e}", path.display())))
+    std::fs::write(path, bytes).map_err(|e| Error::model(format!("cannot write {}: {e}", path.display())))
 }
 
 fn copy_file(from: &Path, to: &Path) -> Result<()> {
-    let bytes = std::fs::read(from).map_err(|e| Error::msg(format!("cannot read {}: {e}", from.display())))?;
+    let bytes = std::fs::read(from).map_err(|e| Error::model(format!("cannot read {}: {e}", from.display())))?;
     write_file(to, &bytes)
 }
 
@@ -204,7 +204,7 @@ const PICKLE_EXTENSIONS: &[&str] = &["ckpt", "pt", "pth", "bin", "pkl"];
 
 fn pickle_refusal(path: &Path, what: &str) -> Error {
     let p = path.display();
-    Error::msg(format!(
+    Error::model(format!(
         "{p}: {what}, which is never unpickled (unpickling can run arbitrary code). Convert it to safetensors in \
          Python with the `safetensors` package, then convert that file: python -c \"import torch, \
          safetensors.torch as st; sd = torch.load('{p}', map_location='cpu', weights_only=True); sd = \
@@ -245,10 +245,10 @@ fn check_family(path: &Path, ckpt: &SafetensorsFile) -> Result<()> {
         None
     };
     if let Some(f) = family {
-        return Err(Error::msg(format!("{}: {f}; only SD 1.x checkpoints are converted", path.display())));
+        return Err(Error::model(format!("{}: {f}; only SD 1.x checkpoints are converted", path.display())));
     }
     if !has(mapping::UNET_PREFIX) {
-        return Err(Error::msg(format!(
+        return Err(Error::model(format!(
             "{}: no {}* keys, so not a single-file CompVis Stable Diffusion checkpoint (a diffusers component's \
              weights are used from their folder as they are)",
             path.display(),
@@ -262,12 +262,12 @@ fn check_family(path: &Path, ckpt: &SafetensorsFile) -> Result<()> {
 fn check_out(out: &Path) -> Result<()> {
     if out.exists() {
         if !out.is_dir() {
-            return Err(Error::msg(format!("output {} is a file, not a folder", out.display())));
+            return Err(Error::model(format!("output {} is a file, not a folder", out.display())));
         }
         let mut entries =
-            std::fs::read_dir(out).map_err(|e| Error::msg(format!("cannot list {}: {e}", out.display())))?;
+            std::fs::read_dir(out).map_err(|e| Error::model(format!("cannot list {}: {e}", out.display())))?;
         if entries.next().is_some() {
-            return Err(Error::msg(format!(
+            return Err(Error::model(format!(
                 "output folder {} is not empty: give a new or empty folder (nothing is overwritten)",
                 out.display()
             )));
@@ -288,7 +288,7 @@ impl Staging {
     fn new(out: &Path) -> Result<Staging> {
         let name = out
             .file_name()
-            .ok_or_else(|| Error::msg(format!("output {} has no folder name", out.display())))?
+            .ok_or_else(|| Error::model(format!("output {} has no folder name", out.display())))?
             .to_string_lossy()
             .into_owned();
         let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -303,22 +303,22 @@ impl Staging {
             done: false,
         };
         std::fs::create_dir_all(parent)
-            .map_err(|e| Error::msg(format!("cannot create output folder {}: {e}", parent.display())))?;
+            .map_err(|e| Error::model(format!("cannot create output folder {}: {e}", parent.display())))?;
         if stage.dir.exists() {
             let _ = std::fs::remove_dir_all(&stage.dir);
         }
         std::fs::create_dir(&stage.dir)
-            .map_err(|e| Error::msg(format!("cannot create {}: {e}", stage.dir.display())))?;
+            .map_err(|e| Error::model(format!("cannot create {}: {e}", stage.dir.display())))?;
         Ok(stage)
     }
 
     fn finish(mut self, out: &Path) -> Result<()> {
         if out.is_dir() {
             // Empty (checked before): replace it.
-            std::fs::remove_dir(out).map_err(|e| Error::msg(format!("cannot replace {}: {e}", out.display())))?;
+            std::fs::remove_dir(out).map_err(|e| Error::model(format!("cannot replace {}: {e}", out.display())))?;
         }
         std::fs::rename(&self.dir, out)
-            .map_err(|e| Error::msg(format!("cannot move {} to {}: {e}", self.dir.display(), out.display())))?;
+            .map_err(|e| Error::model(format!("cannot move {} to {}: {e}", self.dir.display(), out.display())))?;
         self.done = true;
         Ok(())
     }
@@ -356,12 +356,12 @@ fn stage_configs(source: &ConfigSource, stage: &Path, notes: &mut Vec<String>) -
         }
         ConfigSource::Folder(dir) => {
             if !dir.is_dir() {
-                return Err(Error::msg(format!("--config-from {}: not a folder", dir.display())));
+                return Err(Error::model(format!("--config-from {}: not a folder", dir.display())));
             }
             for c in Component::ALL {
                 let from = dir.join(c.dir()).join("config.json");
                 if !from.is_file() {
-                    return Err(Error::msg(format!("{}: missing (--config-from needs it)", from.display())));
+                    return Err(Error::model(format!("{}: missing (--config-from needs it)", from.display())));
                 }
                 copy_file(&from, &stage.join(c.dir()).join("config.json"))?;
             }
@@ -378,9 +378,9 @@ fn stage_configs(source: &ConfigSource, stage: &Path, notes: &mut Vec<String>) -
             let tok = dir.join("tokenizer");
             if tok.is_dir() {
                 let entries =
-                    std::fs::read_dir(&tok).map_err(|e| Error::msg(format!("cannot list {}: {e}", tok.display())))?;
+                    std::fs::read_dir(&tok).map_err(|e| Error::model(format!("cannot list {}: {e}", tok.display())))?;
                 for entry in entries {
-                    let entry = entry.map_err(|e| Error::msg(format!("cannot list {}: {e}", tok.display())))?;
+                    let entry = entry.map_err(|e| Error::model(format!("cannot list {}: {e}", tok.display())))?;
                     if entry.path().is_file() {
                         copy_file(&entry.path(), &stage.join("tokenizer").join(entry.file_name()))?;
                     }
@@ -465,7 +465,7 @@ fn match_keys(
     } else {
         format!(" (do the configs from {source} describe this checkpoint's architecture?)")
     };
-    Err(Error::msg(format!("{}: {}{hint}", path.display(), parts.join("; "))))
+    Err(Error::model(format!("{}: {}{hint}", path.display(), parts.join("; "))))
 }
 
 /// A note when the checkpoint's `betas` differ from the scheduler config's schedule.
@@ -515,7 +515,7 @@ fn tensor_bytes(ckpt: &SafetensorsFile, e: &Entry, fp16: bool) -> Result<Vec<u8>
         out.extend_from_slice(&h.to_bits().to_le_bytes());
     }
     if worst > 0.0 {
-        return Err(Error::msg(format!(
+        return Err(Error::model(format!(
             "{}: values beyond the f16 range (|x| up to {worst:e}); convert without --fp16",
             e.compvis
         )));

@@ -43,14 +43,14 @@ pub fn write(
         let end = offset + t.byte_len();
         let entry = json!({ "dtype": t.dtype.name(), "shape": t.shape, "data_offsets": [offset, end] });
         if header.insert(t.name.clone(), entry).is_some() {
-            return Err(Error::msg(format!("{}: tensor {} written twice", path.display(), t.name)));
+            return Err(Error::model(format!("{}: tensor {} written twice", path.display(), t.name)));
         }
         offset = end;
     }
-    let mut head = serde_json::to_vec(&Value::Object(header)).map_err(|e| Error::msg(format!("header JSON: {e}")))?;
+    let mut head = serde_json::to_vec(&Value::Object(header)).map_err(|e| Error::model(format!("header JSON: {e}")))?;
     head.resize(head.len().next_multiple_of(8), b' ');
 
-    let err = |e: std::io::Error| Error::msg(format!("cannot write {}: {e}", path.display()));
+    let err = |e: std::io::Error| Error::model(format!("cannot write {}: {e}", path.display()));
     let file = File::create(path).map_err(err)?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
     w.write_all(&(head.len() as u64).to_le_bytes()).map_err(err)?;
@@ -58,7 +58,7 @@ pub fn write(
     for (i, t) in tensors.iter().enumerate() {
         let b = bytes(i)?;
         if b.len() as u64 != t.byte_len() {
-            return Err(Error::msg(format!(
+            return Err(Error::model(format!(
                 "{}: tensor {} has {} bytes, its header says {}",
                 path.display(),
                 t.name,

@@ -8,12 +8,7 @@ use crate::error::{Error, Result};
 use super::pipeline::PipelineCache;
 use super::pool::BufferPool;
 
-/// How to pick the adapter.
-#[derive(Clone, Debug, Default)]
-pub struct GpuOptions {
-    /// Case-insensitive substring of the adapter name; falls back to `P2P_WGPU_ADAPTER`.
-    pub adapter: Option<String>,
-}
+pub use super::options::GpuOptions;
 
 /// Features we use when the adapter has them.
 pub const WANTED_FEATURES: [(wgpu::Features, &str); 5] = [
@@ -47,8 +42,26 @@ pub struct Gpu {
     pub pool: Arc<BufferPool>,
     /// First uncaptured error or device-loss message, set by wgpu's callbacks.
     fault: Arc<Mutex<Option<Error>>>,
-    /// `P2P_WGPU_PROFILE` set: [`Gpu::run_seq`] runs and times every dispatch alone (`gpu::profile`).
+    /// `GpuOptions::profile`: [`Gpu::run_seq`] runs and times every dispatch alone (`gpu::profile`).
     pub profile: Option<super::profile::Profile>,
+    /// The options the context was opened with (the engine switches the ops read).
+    pub options: GpuOptions,
+    /// Messages for the user that the engine met on the way (a GEMM autotune's result); see [`Gpu::take_notes`].
+    notes: Mutex<Vec<String>>,
+}
+
+impl Gpu {
+    /// Leaves a message for the user (the library never prints; callers show [`Gpu::take_notes`]).
+    pub fn note(&self, text: String) {
+        if let Ok(mut n) = self.notes.lock() {
+            n.push(text);
+        }
+    }
+
+    /// The messages left since the last call.
+    pub fn take_notes(&self) -> Vec<String> {
+        self.notes.lock().map(|mut n| std::mem::take(&mut *n)).unwrap_or_default()
+    }
 }
 
 fn scalar(t: wgpu::CooperativeScalarType) -> String {
@@ -59,18 +72,20 @@ impl Gpu {
     /// Opens the adapter chosen by `opts` (or `P2P_WGPU_ADAPTER`) on the backends in `WGPU_BACKEND` (default:
     /// Vulkan/Metal/DX12, then GL if none of those has an adapter).
     pub fn new(opts: &GpuOptions) -> Result<Gpu> {
-        let wanted = opts.adapter.clone().or_else(|| std::env::var("P2P_WGPU_ADAPTER").ok()).filter(|s| !s.is_empty());
-        match wgpu::Backends::from_env() {
-            Some(backends) => Self::open(backends, wanted.as_deref()),
+        let wanted = opts.adapter.as_deref().filter(|s| !s.is_empty());
+        match opts.backends {
+            Some(backends) => Self::open(backends, wanted, opts),
             // Vulkan, Metal and DX12 first; the GL backend only where none of them has an adapter.
-            None => Self::open(wgpu::Backends::PRIMARY, wanted.as_deref())
-                .or_else(|e| Self::open(wgpu::Backends::GL, wanted.as_deref()).map_err(|_| e)),
+            None => Self::open(wgpu::Backends::PRIMARY, wanted, opts)
+                .or_else(|e| Self::open(wgpu::Backends::GL, wanted, opts).map_err(|_| e)),
         }
     }
 
-    fn open(backends: wgpu::Backends, wanted: Option<&str>) -> Result<Gpu> {
+    fn open(backends: wgpu::Backends, wanted: Option<&str>, opts: &GpuOptions) -> Result<Gpu> {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
-        desc.flags = wgpu::InstanceFlags::from_env_or_default();
+        if let Some(f) = opts.instance_flags {
+            desc.flags = f;
+        }
         desc.backends = backends;
         let instance = wgpu::Instance::new(desc);
         let adapters = pollster::block_on(instance.enumerate_adapters(backends));
@@ -97,10 +112,10 @@ impl Gpu {
                 ))
             })?,
         };
-        Self::from_adapter(adapter)
+        Self::from_adapter(adapter, opts)
     }
 
-    fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
+    fn from_adapter(adapter: wgpu::Adapter, opts: &GpuOptions) -> Result<Gpu> {
         let info = adapter.get_info();
         let have = adapter.features();
         let mut features = wgpu::Features::empty();
@@ -161,7 +176,9 @@ impl Gpu {
             pipelines: PipelineCache::default(),
             pool: Arc::new(BufferPool::default()),
             fault,
-            profile: super::profile::Profile::from_env(),
+            profile: opts.profile.then(super::profile::Profile::default),
+            options: opts.clone(),
+            notes: Mutex::new(Vec::new()),
         })
     }
 

@@ -2,6 +2,7 @@
 //! cache, the buffer pool, dispatch recording and GPU timestamps.
 pub mod context;
 pub mod dispatch;
+pub mod options;
 pub mod pipeline;
 pub mod pool;
 pub mod preprocess;

@@ -17,11 +17,6 @@ pub struct Profile {
 }
 
 impl Profile {
-    /// A profile when `P2P_WGPU_PROFILE` is set and not empty.
-    pub fn from_env() -> Option<Profile> {
-        std::env::var("P2P_WGPU_PROFILE").is_ok_and(|v| !v.is_empty()).then(Profile::default)
-    }
-
     /// Runs every dispatch of `list` in its own submission and waits for each; returns the last index.
     pub fn run_each<'d>(
         &self,

@@ -62,14 +62,17 @@ impl Gpu {
 
     /// Where the GEMM tiles come from: `P2P_WGPU_GEMM`, a cached autotune (with the cache file), or the table.
     fn tile_source(&self) -> String {
-        if std::env::var("P2P_WGPU_GEMM").is_ok_and(|v| !v.is_empty()) {
+        if self.options.gemm.is_some() {
             return "P2P_WGPU_GEMM".to_string();
         }
-        let file = super::tiles::cache_path().map_or("no cache folder".to_string(), |p| p.display().to_string());
+        let file = self.options.tile_cache.as_ref().map_or("no cache folder".to_string(), |p| p.display().to_string());
         if super::tiles::tuned(self, crate::tensor::DType::F32).is_some()
             || super::tiles::tuned(self, crate::tensor::DType::F16).is_some()
         {
-            if super::tiles::TileCache::load().adapters.contains_key(&super::tiles::adapter_key(self)) {
+            if super::tiles::TileCache::load(self.options.tile_cache.as_deref())
+                .adapters
+                .contains_key(&super::tiles::adapter_key(self))
+            {
                 format!("autotuned, cached in {file}")
             } else {
                 format!("autotuned for this run only: {file} could not be written")

@@ -7,7 +7,7 @@
 //! probe figures in GPU.md); the autotune (`P2P_WGPU_AUTOTUNE=1`, `ops::matmul::autotune`) replaces them with
 //! timed choices on the machine itself.
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -272,7 +272,7 @@ pub fn table(gpu: &Gpu, dtype: DType) -> TilePlan {
     let first = |c: &[GemmTile]| c.iter().copied().find(fits).unwrap_or(TILED_32);
     let class = classify(&gpu.info);
     let vec4 = class != AdapterClass::Cpu;
-    if dtype == DType::F16 && coop_usable(gpu) && std::env::var_os("P2P_WGPU_NO_COOP").is_none() {
+    if dtype == DType::F16 && coop_usable(gpu) && !gpu.options.no_coop {
         let large = first(&[GemmTile::coop(4, 32), GemmTile::coop(4, 16), GemmTile::coop(2, 32), GemmTile::COOP_BASIC]);
         let small = first(&[GemmTile::coop(2, 32), GemmTile::coop(2, 16), GemmTile::COOP_BASIC]);
         return TilePlan { large, small, vec4, narrow: false };
@@ -306,7 +306,7 @@ pub fn candidates(gpu: &Gpu, dtype: DType) -> Vec<GemmTile> {
         GemmTile::tiled(128, 64, 16, 8, 4),
         GemmTile::tiled(128, 128, 16, 8, 8),
     ];
-    if dtype == DType::F16 && std::env::var_os("P2P_WGPU_NO_COOP").is_none() {
+    if dtype == DType::F16 && !gpu.options.no_coop {
         v.extend([
             GemmTile::coop(4, 32),
             GemmTile::coop(4, 16),
@@ -372,37 +372,19 @@ pub struct TileCache {
     pub adapters: BTreeMap<String, TunedAdapter>,
 }
 
-/// Where the tile cache lives: `$P2P_WGPU_TILE_CACHE` if set, else `$XDG_CACHE_HOME/p2p-wgpu/tiles.json`, else
-/// `~/.cache/p2p-wgpu/tiles.json` (`~/Library/Caches` on macOS, `%LOCALAPPDATA%` on Windows); `None` when no home
-/// is known.
-pub fn cache_path() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("P2P_WGPU_TILE_CACHE").filter(|p| !p.is_empty()) {
-        return Some(PathBuf::from(p));
-    }
-    let base = if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|p| !p.is_empty()) {
-        PathBuf::from(x)
-    } else if cfg!(windows) {
-        PathBuf::from(std::env::var_os("LOCALAPPDATA")?)
-    } else {
-        let home = PathBuf::from(std::env::var_os("HOME")?);
-        if cfg!(target_os = "macos") { home.join("Library/Caches") } else { home.join(".cache") }
-    };
-    Some(base.join("p2p-wgpu").join("tiles.json"))
-}
-
 impl TileCache {
-    /// Reads the cache file; a missing, unreadable or malformed file is an empty cache (the table applies).
-    pub fn load() -> TileCache {
-        cache_path()
-            .and_then(|p| std::fs::read_to_string(p).ok())
+    /// Reads the cache file `path` (`GpuOptions::tile_cache`); a missing, unreadable or malformed file is an
+    /// empty cache (the table applies).
+    pub fn load(path: Option<&Path>) -> TileCache {
+        path.and_then(|p| std::fs::read_to_string(p).ok())
             .and_then(|s| serde_json::from_str::<TileCache>(&s).ok())
             .filter(|c| c.version == 1)
             .unwrap_or_default()
     }
 
     /// Writes the cache file (creating its folder), or says why it could not.
-    pub fn save(&self) -> Result<PathBuf, String> {
-        let p = cache_path().ok_or("no cache folder: neither XDG_CACHE_HOME nor HOME is set")?;
+    pub fn save(&self, path: Option<&Path>) -> Result<PathBuf, String> {
+        let p = path.ok_or("no cache folder: neither XDG_CACHE_HOME nor HOME is set")?.to_path_buf();
         if let Some(dir) = p.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
@@ -418,11 +400,11 @@ impl TileCache {
 /// autotune run since. A tuning that could not be written to the file still applies here.
 static TUNED: Mutex<Option<BTreeMap<(String, String), TilePlan>>> = Mutex::new(None);
 
-fn tuned_map<T>(f: impl FnOnce(&mut BTreeMap<(String, String), TilePlan>) -> T) -> T {
+fn tuned_map<T>(gpu: &Gpu, f: impl FnOnce(&mut BTreeMap<(String, String), TilePlan>) -> T) -> T {
     let mut g = TUNED.lock().unwrap_or_else(|p| p.into_inner());
     let map = g.get_or_insert_with(|| {
         let mut m = BTreeMap::new();
-        for (key, ad) in TileCache::load().adapters {
+        for (key, ad) in TileCache::load(gpu.options.tile_cache.as_deref()).adapters {
             for (dt, plan) in ad.plans {
                 if let (Some(large), Some(small)) = (GemmTile::parse(&plan.large), GemmTile::parse(&plan.small)) {
                     m.insert((key.clone(), dt), TilePlan { large, small, vec4: plan.vec4, narrow: true });
@@ -436,7 +418,7 @@ fn tuned_map<T>(f: impl FnOnce(&mut BTreeMap<(String, String), TilePlan>) -> T) 
 
 /// The tuned plan for `gpu` and `dtype`, if the cache or an autotune of this process has one that still fits.
 pub fn tuned(gpu: &Gpu, dtype: DType) -> Option<TilePlan> {
-    let plan = tuned_map(|m| m.get(&(adapter_key(gpu), dtype.name().to_string())).copied())?;
+    let plan = tuned_map(gpu, |m| m.get(&(adapter_key(gpu), dtype.name().to_string())).copied())?;
     (plan.large.check(gpu, dtype).is_ok() && plan.small.check(gpu, dtype).is_ok()).then_some(plan)
 }
 
@@ -445,12 +427,13 @@ pub fn tuned(gpu: &Gpu, dtype: DType) -> Option<TilePlan> {
 pub fn remember(gpu: &Gpu, dtype: DType, plan: TunedPlan) -> Result<PathBuf, String> {
     if let (Some(large), Some(small)) = (GemmTile::parse(&plan.large), GemmTile::parse(&plan.small)) {
         let p = TilePlan { large, small, vec4: plan.vec4, narrow: true };
-        tuned_map(|m| m.insert((adapter_key(gpu), dtype.name().to_string()), p));
+        tuned_map(gpu, |m| m.insert((adapter_key(gpu), dtype.name().to_string()), p));
     }
-    let mut cache = TileCache::load();
+    let path = gpu.options.tile_cache.as_deref();
+    let mut cache = TileCache::load(path);
     cache.version = 1;
     cache.adapters.entry(adapter_key(gpu)).or_default().plans.insert(dtype.name().to_string(), plan);
-    cache.save()
+    cache.save(path)
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@
 //! Rows never interact in the SR stage, so the source row of an edit is the plain generation of the source prompt.
 //!
 //! **Seeds** (the command line, `app::generate`): `--seed N` draws the base's initial noise from our documented
-//! generator (`app::noise::gaussian`) with seed N, in NCHW order `[1, 3, h, w]`; the SR augmentation noise from seed
+//! generator (`noise::gaussian`) with seed N, in NCHW order `[1, 3, h, w]`; the SR augmentation noise from seed
 //! N + 1 and the SR initial noise from seed N + 2 (wrapping), both `[1, 3, H, W]`. `--latents FILE` replaces the
 //! base noise by its tensor `latents`, and the SR noises by its tensors `sr_aug_noise` / `sr_latents` when present
 //! (else they come from the seed); `--save-latents FILE` writes all three.
@@ -40,15 +40,13 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::p2p::EditPlan;
-use crate::schedulers::{self, SchedulerConfig};
+use crate::schedulers::SchedulerConfig;
 use crate::text::Tokenizer;
 use crate::weights::read_json;
 
 use super::clip::ClipTextModel;
 use super::config::Config;
-use super::sd::{Denoiser, Generate, LoadOptions, StageCond, nchw_to_nhwc, nhwc_to_nchw};
-use super::sd_edit::EditRun;
+use super::sd::LoadOptions;
 use super::unet::{ClassEmbed, UNet};
 
 /// `model_index.json`'s `_class_name` of a cascade folder.
@@ -56,7 +54,7 @@ pub const CLASS_NAME: &str = "P2PCascadePipeline";
 /// Side ratio of the SR stage's images to the base's.
 pub const SR_SCALE: usize = 4;
 /// Image channels of both stages.
-const RGB: usize = 3;
+pub const RGB: usize = 3;
 
 /// Whether `dir` holds a cascade: its `model_index.json` names [`CLASS_NAME`]. A folder without a
 /// `model_index.json` is not one (it may still be a Stable Diffusion folder).
@@ -98,7 +96,7 @@ impl CascadeIndex {
             ("sr_scheduler", vec![]),
         ];
         for (k, classes) in components {
-            let v = c.get(k).ok_or_else(|| Error::msg(format!("{name}: component `{k}` is not listed")))?;
+            let v = c.get(k).ok_or_else(|| Error::model(format!("{name}: component `{k}` is not listed")))?;
             let ok = if classes.is_empty() {
                 // Any diffusers scheduler class: the one used is scheduler_config.json's (or --scheduler).
                 v.as_array().is_some_and(|p| p.len() == 2 && p[0] == "diffusers" && p[1].is_string())
@@ -109,27 +107,26 @@ impl CascadeIndex {
                 let want: Vec<String> = classes.iter().map(Value::to_string).collect();
                 let want =
                     if want.is_empty() { "[\"diffusers\", a scheduler class]".to_string() } else { want.join(" or ") };
-                return Err(Error::msg(format!("{name}: component `{k}` is {v}, expected {want}")));
+                return Err(Error::model(format!("{name}: component `{k}` is {v}, expected {want}")));
             }
         }
-        let idx =
-            CascadeIndex {
-                sr_noise_level: c.usize("sr_noise_level")?,
-                sr_guidance_scale: c
-                    .get("sr_guidance_scale")
-                    .ok_or_else(|| Error::msg(format!("{name}: `sr_guidance_scale` is missing")))?
-                    .as_f64()
-                    .filter(|g| g.is_finite())
-                    .ok_or_else(|| Error::msg(format!("{name}: `sr_guidance_scale` must be a finite number")))?,
-                guidance_scale: match c.get("guidance_scale") {
-                    None => None,
-                    Some(v) => Some(v.as_f64().filter(|g| g.is_finite()).ok_or_else(|| {
-                        Error::msg(format!("{name}: `guidance_scale` must be a finite number, got {v}"))
-                    })?),
-                },
-                num_inference_steps: optional_steps(&mut c, name, "num_inference_steps")?,
-                sr_num_inference_steps: optional_steps(&mut c, name, "sr_num_inference_steps")?,
-            };
+        let idx = CascadeIndex {
+            sr_noise_level: c.usize("sr_noise_level")?,
+            sr_guidance_scale: c
+                .get("sr_guidance_scale")
+                .ok_or_else(|| Error::model(format!("{name}: `sr_guidance_scale` is missing")))?
+                .as_f64()
+                .filter(|g| g.is_finite())
+                .ok_or_else(|| Error::model(format!("{name}: `sr_guidance_scale` must be a finite number")))?,
+            guidance_scale: match c.get("guidance_scale") {
+                None => None,
+                Some(v) => Some(v.as_f64().filter(|g| g.is_finite()).ok_or_else(|| {
+                    Error::model(format!("{name}: `guidance_scale` must be a finite number, got {v}"))
+                })?),
+            },
+            num_inference_steps: optional_steps(&mut c, name, "num_inference_steps")?,
+            sr_num_inference_steps: optional_steps(&mut c, name, "sr_num_inference_steps")?,
+        };
         c.finish()?;
         Ok(idx)
     }
@@ -141,7 +138,7 @@ fn optional_steps(c: &mut Config, file: &str, key: &str) -> Result<Option<usize>
         None => Ok(None),
         Some(v) => match v.as_u64().filter(|n| (1..=1000).contains(n)) {
             Some(n) => Ok(Some(n as usize)),
-            None => Err(Error::msg(format!("{file}: `{key}` must be an integer from 1 to 1000, got {v}"))),
+            None => Err(Error::model(format!("{file}: `{key}` must be an integer from 1 to 1000, got {v}"))),
         },
     }
 }
@@ -159,43 +156,10 @@ pub struct Cascade {
     pub index: CascadeIndex,
 }
 
-/// The super-resolution stage of one run.
-#[derive(Clone, Debug)]
-pub struct SrRun {
-    pub steps: usize,
-    /// None: `model_index.json`'s `sr_guidance_scale`.
-    pub guidance: Option<f64>,
-    /// None: the class of `sr_scheduler/scheduler_config.json`.
-    pub scheduler: Option<schedulers::Kind>,
-    /// The augmentation noise `[1, 3, H, W]` (NCHW), shared by every row.
-    pub aug_noise: Vec<f32>,
-    /// The SR initial noise `[1, 3, H, W]` (NCHW), shared by every row.
-    pub latents: Vec<f32>,
-}
-
-/// What a cascade run produced, NCHW, row b = prompt b (an edit: source, then targets).
-#[derive(Clone, Debug)]
-pub struct CascadeOutput {
-    /// `[B, 3, h, w]`: the base stage's final samples (before clamping).
-    pub base: Vec<f32>,
-    /// `[B, 3, h, w]`: the base images in [0, 1].
-    pub base_images: Vec<f32>,
-    pub base_hw: (usize, usize),
-    /// `[B, 3, H, W]`: the SR stage's final samples.
-    pub sr: Vec<f32>,
-    /// `[B, 3, H, W]`: the final images in [0, 1].
-    pub images: Vec<f32>,
-    pub image_hw: (usize, usize),
-    /// Edits: as `sd_edit::Edited::attention` (maps of the base stage).
-    pub attention: Option<(Vec<f32>, usize, usize)>,
-    /// Edits: the last local-blend masks, `[B][h·w]`.
-    pub blend_masks: Option<Vec<Vec<f32>>>,
-}
-
 /// Rewrites a config error's leading file name (`unet/config.json`) to the component it came from.
 fn relabel(e: Error, from: &str, to: &str) -> Error {
     match e {
-        Error::Msg(m) if m.starts_with(from) => Error::Msg(format!("{to}{}", &m[from.len()..])),
+        Error::Model(m) if m.starts_with(from) => Error::Model(format!("{to}{}", &m[from.len()..])),
         other => other,
     }
 }
@@ -204,13 +168,13 @@ impl Cascade {
     /// Loads a cascade folder; every missing folder, file, option or tensor is named.
     pub fn load(gpu: &Gpu, dir: &Path, o: &LoadOptions) -> Result<Cascade> {
         if !dir.is_dir() {
-            return Err(Error::msg(format!("model folder {} does not exist", dir.display())));
+            return Err(Error::model(format!("model folder {} does not exist", dir.display())));
         }
         let index = CascadeIndex::read(dir)?;
         let variant = o.variant.as_deref();
         let sub = |name: &str| -> Result<PathBuf> {
             let p = dir.join(name);
-            if p.is_dir() { Ok(p) } else { Err(Error::msg(format!("{}: missing the {name}/ folder", dir.display()))) }
+            if p.is_dir() { Ok(p) } else { Err(Error::model(format!("{}: missing the {name}/ folder", dir.display()))) }
         };
         // Every folder first, so that a missing one is reported before any weights load.
         let dirs: Vec<PathBuf> = ["text_encoder", "tokenizer", "unet", "scheduler", "sr_unet", "sr_scheduler"]
@@ -226,7 +190,7 @@ impl Cascade {
         let hidden = text_encoder.config.hidden_size;
         for (name, u) in [("unet", &unet), ("sr_unet", &sr_unet)] {
             if u.config.cross_attention_dim != hidden {
-                return Err(Error::msg(format!(
+                return Err(Error::model(format!(
                     "{name} cross_attention_dim {} does not match the text encoder's hidden_size {hidden}",
                     u.config.cross_attention_dim
                 )));
@@ -234,7 +198,7 @@ impl Cascade {
         }
         let (bc, sc) = (&unet.config, &sr_unet.config);
         if bc.in_channels != RGB || bc.out_channels != RGB || bc.class_embed.is_some() {
-            return Err(Error::msg(format!(
+            return Err(Error::model(format!(
                 "unet/config.json: a cascade base maps 3 to 3 channels without class labels (found {} → {}{})",
                 bc.in_channels,
                 bc.out_channels,
@@ -242,154 +206,30 @@ impl Cascade {
             )));
         }
         if sc.in_channels != 2 * RGB || sc.out_channels != RGB {
-            return Err(Error::msg(format!(
+            return Err(Error::model(format!(
                 "sr_unet/config.json: the SR stage maps 6 channels (x_t, upsampled base) to 3, found {} → {}",
                 sc.in_channels, sc.out_channels
             )));
         }
         if sc.class_embed != Some(ClassEmbed::Timestep) {
-            return Err(Error::msg(
+            return Err(Error::model(
                 "sr_unet/config.json: the SR stage needs class_embed_type \"timestep\" (the noise-level embedding)",
             ));
         }
         if index.sr_noise_level >= sr_scheduler.num_train_timesteps {
-            return Err(Error::msg(format!(
+            return Err(Error::model(format!(
                 "model_index.json: sr_noise_level {} is beyond sr_scheduler's {} training timesteps",
                 index.sr_noise_level, sr_scheduler.num_train_timesteps
             )));
         }
         Ok(Cascade { tokenizer, text_encoder, unet, scheduler, sr_unet, sr_scheduler, index })
     }
-
-    /// The base stage (which edits apply to).
-    pub fn base(&self) -> Denoiser<'_> {
-        Denoiser {
-            tokenizer: &self.tokenizer,
-            text_encoder: &self.text_encoder,
-            unet: &self.unet,
-            scheduler: &self.scheduler,
-        }
-    }
-
-    /// The SR stage.
-    pub fn sr(&self) -> Denoiser<'_> {
-        Denoiser {
-            tokenizer: &self.tokenizer,
-            text_encoder: &self.text_encoder,
-            unet: &self.sr_unet,
-            scheduler: &self.sr_scheduler,
-        }
-    }
-
-    /// Text-to-image of `g.prompts` (base sampling as `g`, `g.latents` `[1, 3, h, w]`), then SR as `sr`.
-    /// `progress(done, total)` counts the UNet evaluations of both stages.
-    pub fn generate(
-        &self,
-        gpu: &Gpu,
-        g: &Generate,
-        sr: &SrRun,
-        progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<CascadeOutput> {
-        let (nb, ns) = (self.base().evaluations(g.scheduler, g.steps)?, self.sr().evaluations(sr.scheduler, sr.steps)?);
-        let base = self.base().generate(gpu, g, None, &mut |i, _| progress(i, nb + ns))?;
-        self.finish(gpu, &g.prompts, base, g.latent_hw, sr, &mut |i, _| progress(nb + i, nb + ns), None, None)
-    }
-
-    /// The edit `plan` on the base stage (as `r`, `r.latents` `[1, 3, h, w]`), then SR of every row, unedited.
-    pub fn edit(
-        &self,
-        gpu: &Gpu,
-        plan: &EditPlan,
-        r: &EditRun,
-        sr: &SrRun,
-        progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<CascadeOutput> {
-        let (nb, ns) = (self.base().evaluations(r.scheduler, r.steps)?, self.sr().evaluations(sr.scheduler, sr.steps)?);
-        let e = self.base().edit(gpu, plan, r, &mut |i, _| progress(i, nb + ns))?;
-        let p = &mut |i, _| progress(nb + i, nb + ns);
-        self.finish(gpu, &plan.prompts, e.samples, r.latent_hw, sr, p, e.attention, e.blend_masks)
-    }
-
-    /// From the base samples (NHWC) to the output: SR, decoding, NaN checks.
-    #[allow(clippy::too_many_arguments)]
-    fn finish(
-        &self,
-        gpu: &Gpu,
-        prompts: &[String],
-        base: Vec<f32>,
-        (h, w): (usize, usize),
-        sr: &SrRun,
-        progress: &mut dyn FnMut(usize, usize),
-        attention: Option<(Vec<f32>, usize, usize)>,
-        blend_masks: Option<Vec<Vec<f32>>>,
-    ) -> Result<CascadeOutput> {
-        let b = prompts.len();
-        finite(&base, "the base stage's output")?;
-        let y = self.super_resolve(gpu, prompts, &base, (h, w), sr, progress)?;
-        finite(&y, "the super-resolved image")?;
-        let (hh, ww) = (h * SR_SCALE, w * SR_SCALE);
-        let to01 = |v: &[f32]| -> Vec<f32> { v.iter().map(|&x| (x / 2.0 + 0.5).clamp(0.0, 1.0)).collect() };
-        let base = nhwc_to_nchw(&base, b, RGB, h, w);
-        let sr_out = nhwc_to_nchw(&y, b, RGB, hh, ww);
-        Ok(CascadeOutput {
-            base_images: to01(&base),
-            base,
-            base_hw: (h, w),
-            images: to01(&sr_out),
-            sr: sr_out,
-            image_hw: (hh, ww),
-            attention,
-            blend_masks,
-        })
-    }
-
-    /// The SR stage on base samples `base` (NHWC `[B, h, w, 3]`, one row per prompt): returns its final samples,
-    /// NHWC `[B, 4h, 4w, 3]`.
-    pub fn super_resolve(
-        &self,
-        gpu: &Gpu,
-        prompts: &[String],
-        base: &[f32],
-        (h, w): (usize, usize),
-        sr: &SrRun,
-        progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<Vec<f32>> {
-        let b = prompts.len();
-        let (hh, ww) = (h * SR_SCALE, w * SR_SCALE);
-        if base.len() != b * h * w * RGB {
-            return Err(Error::shape(
-                "super-resolution",
-                format!("base holds {} values for [{b}, {h}, {w}, 3]", base.len()),
-            ));
-        }
-        if sr.aug_noise.len() != RGB * hh * ww {
-            return Err(Error::shape(
-                "super-resolution",
-                format!("augmentation noise holds {} values, expected [1, 3, {hh}, {ww}]", sr.aug_noise.len()),
-            ));
-        }
-        let clamped: Vec<f32> = base.iter().map(|v| v.clamp(-1.0, 1.0)).collect();
-        let up = upsample_bilinear(&clamped, b, h, w, RGB, SR_SCALE);
-        let noise = nchw_to_nhwc(&sr.aug_noise, 1, RGB, hh, ww);
-        let level = self.index.sr_noise_level;
-        let cond = augment(&self.sr_scheduler, &up, &noise, level)?;
-        let g = Generate {
-            prompts: prompts.to_vec(),
-            negative: String::new(),
-            steps: sr.steps,
-            guidance: sr.guidance.unwrap_or(self.index.sr_guidance_scale),
-            scheduler: sr.scheduler,
-            latents: sr.latents.clone(),
-            latent_hw: (hh, ww),
-        };
-        let k = StageCond { image: &cond, channels: RGB, class_label: Some(level as f32) };
-        self.sr().generate(gpu, &g, Some(&k), progress)
-    }
 }
 
-fn finite(v: &[f32], what: &str) -> Result<()> {
+/// Fails when `v` holds NaN or Inf.
+pub fn finite(v: &[f32], what: &str) -> Result<()> {
     match v.iter().find(|x| !x.is_finite()) {
-        Some(bad) => Err(Error::msg(format!("{what} holds {bad} values (numeric overflow); no image written"))),
+        Some(bad) => Err(Error::model(format!("{what} holds {bad} values (numeric overflow); no image written"))),
         None => Ok(()),
     }
 }
@@ -434,7 +274,7 @@ pub fn augment(sched: &SchedulerConfig, x: &[f32], noise: &[f32], level: usize) 
     let acp = sched.alphas_cumprod();
     let a = *acp
         .get(level)
-        .ok_or_else(|| Error::msg(format!("noise level {level} is beyond the schedule's {} timesteps", acp.len())))?;
+        .ok_or_else(|| Error::model(format!("noise level {level} is beyond the schedule's {} timesteps", acp.len())))?;
     if noise.is_empty() || !x.len().is_multiple_of(noise.len()) {
         return Err(Error::shape("augment", format!("{} values with a noise row of {}", x.len(), noise.len())));
     }

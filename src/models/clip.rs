@@ -40,7 +40,7 @@ impl ClipTextConfig {
             "gelu" => Activation::Gelu,
             "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
             other => {
-                return Err(Error::msg(format!("text_encoder/config.json: hidden_act {other:?} is not supported")));
+                return Err(Error::model(format!("text_encoder/config.json: hidden_act {other:?} is not supported")));
             }
         };
         let cfg = ClipTextConfig {
@@ -58,7 +58,7 @@ impl ClipTextConfig {
         c.expect("num_hidden_groups", &[json!(1)])?;
         c.finish()?;
         if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
-            return Err(Error::msg(format!(
+            return Err(Error::model(format!(
                 "text_encoder/config.json: {} heads do not divide hidden_size {}",
                 cfg.num_attention_heads, cfg.hidden_size
             )));

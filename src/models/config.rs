@@ -47,21 +47,21 @@ impl Config {
     /// Reads `dir/config.json`; `name` (e.g. "unet/config.json") goes into every error.
     pub fn read(dir: &Path, name: &str) -> Result<Config> {
         let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::model(format!("{}: {e}", path.display())))?;
         let v: Value =
-            serde_json::from_str(&text).map_err(|e| Error::msg(format!("{}: invalid JSON: {e}", path.display())))?;
+            serde_json::from_str(&text).map_err(|e| Error::model(format!("{}: invalid JSON: {e}", path.display())))?;
         Config::from_value(name, v)
     }
 
     pub fn from_value(name: &str, v: Value) -> Result<Config> {
         match v {
             Value::Object(obj) => Ok(Config { name: name.to_string(), obj, used: BTreeSet::new() }),
-            other => Err(Error::msg(format!("{name}: expected a JSON object, found {}", describe(&other)))),
+            other => Err(Error::model(format!("{name}: expected a JSON object, found {}", describe(&other)))),
         }
     }
 
     fn err(&self, key: &str, what: impl std::fmt::Display) -> Error {
-        Error::msg(format!("{}: `{key}` {what}", self.name))
+        Error::model(format!("{}: `{key}` {what}", self.name))
     }
 
     /// The value of `key` (marking it read), or None when absent or null.
@@ -179,7 +179,7 @@ impl Config {
             return Ok(());
         }
         let names: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
-        Err(Error::msg(format!(
+        Err(Error::model(format!(
             "{}: unknown option(s) {}; this engine does not implement them",
             self.name,
             names.join(", ")

@@ -71,7 +71,7 @@ impl UNetConfig {
                 .map(|t| match t.as_str() {
                     t if t == cross => Ok(true),
                     t if t == plain => Ok(false),
-                    other => Err(Error::msg(format!(
+                    other => Err(Error::model(format!(
                         "{name}: {k} has unsupported block type {other:?} (supported: {cross}, {plain})"
                     ))),
                 })
@@ -80,7 +80,7 @@ impl UNetConfig {
         let down_cross = kinds(&mut c, "down_block_types", "CrossAttnDownBlock2D", "DownBlock2D")?;
         let up_cross = kinds(&mut c, "up_block_types", "CrossAttnUpBlock2D", "UpBlock2D")?;
         if down_cross.len() != n || up_cross.len() != n {
-            return Err(Error::msg(format!(
+            return Err(Error::model(format!(
                 "{name}: {n} block_out_channels but {} down and {} up blocks",
                 down_cross.len(),
                 up_cross.len()
@@ -96,7 +96,7 @@ impl UNetConfig {
             if let Some(d) = c.per_block("attention_head_dim", n)? {
                 for (i, (&h, &d)) in heads.iter().zip(&d).enumerate() {
                     if h * d != block_out_channels[i] {
-                        return Err(Error::msg(format!(
+                        return Err(Error::model(format!(
                             "{name}: block {i}: {h} heads × head dim {d} ≠ {} channels",
                             block_out_channels[i]
                         )));
@@ -106,7 +106,7 @@ impl UNetConfig {
         }
         for (i, (&h, &ch)) in heads.iter().zip(&block_out_channels).enumerate() {
             if h == 0 || ch % h != 0 {
-                return Err(Error::msg(format!("{name}: block {i}: {h} heads do not divide {ch} channels")));
+                return Err(Error::model(format!("{name}: block {i}: {h} heads do not divide {ch} channels")));
             }
         }
         let cfg = UNetConfig {
@@ -130,7 +130,7 @@ impl UNetConfig {
                 "" => None,
                 "timestep" => Some(ClassEmbed::Timestep),
                 other => {
-                    return Err(Error::msg(format!(
+                    return Err(Error::model(format!(
                         "{name}: `class_embed_type` = {other:?} is not supported (supported: null, \"timestep\")"
                     )));
                 }
@@ -173,11 +173,11 @@ impl UNetConfig {
         c.ignore(&["addition_time_embed_dim", "addition_embed_type_num_heads"]);
         c.finish()?;
         if cfg.transformer_layers_per_block.contains(&0) || cfg.layers_per_block == 0 {
-            return Err(Error::msg(format!("{name}: layers_per_block and transformer_layers_per_block must be ≥ 1")));
+            return Err(Error::model(format!("{name}: layers_per_block and transformer_layers_per_block must be ≥ 1")));
         }
         for &ch in &cfg.block_out_channels {
             if cfg.norm_num_groups == 0 || ch % cfg.norm_num_groups != 0 {
-                return Err(Error::msg(format!(
+                return Err(Error::model(format!(
                     "{name}: norm_num_groups {} does not divide {ch} channels",
                     cfg.norm_num_groups
                 )));
@@ -415,12 +415,12 @@ impl UNet {
             }
             (None, None) => None,
             (Some(_), None) => {
-                return Err(Error::msg(
+                return Err(Error::model(
                     "unet: this UNet has a class embedding (class_embed_type) and needs class labels",
                 ));
             }
             (None, Some(_)) => {
-                return Err(Error::msg("unet: class labels given, but this UNet has no class embedding"));
+                return Err(Error::model("unet: class labels given, but this UNet has no class embedding"));
             }
         };
         let temb = embed(cx, timesteps, &self.linear_1, &self.linear_2, class_emb.as_ref())?;
@@ -448,7 +448,7 @@ impl UNet {
         x = self.mid_resnets[1].forward(cx, &x, Some(&temb_silu))?;
         for blk in &self.up {
             for (j, r) in blk.resnets.iter().enumerate() {
-                let skip = skips.pop().ok_or_else(|| Error::msg("unet: skip connections exhausted"))?;
+                let skip = skips.pop().ok_or_else(|| Error::model("unet: skip connections exhausted"))?;
                 let mut shape = x.shape.clone();
                 shape[3] += skip.shape[3];
                 let cat = cx.alloc(&shape)?;

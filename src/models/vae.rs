@@ -35,7 +35,7 @@ impl VaeConfig {
         for (k, want) in [("down_block_types", "DownEncoderBlock2D"), ("up_block_types", "UpDecoderBlock2D")] {
             let types = c.str_list(k)?;
             if types.len() != n || types.iter().any(|t| t != want) {
-                return Err(Error::msg(format!("{name}: {k} must be {n} × {want}, found {types:?}")));
+                return Err(Error::model(format!("{name}: {k} must be {n} × {want}, found {types:?}")));
             }
         }
         let cfg = VaeConfig {
@@ -59,7 +59,7 @@ impl VaeConfig {
         c.finish()?;
         if n == 0 || cfg.block_out_channels.iter().any(|&ch| cfg.norm_num_groups == 0 || ch % cfg.norm_num_groups != 0)
         {
-            return Err(Error::msg(format!(
+            return Err(Error::model(format!(
                 "{name}: norm_num_groups {} must divide every block's channels",
                 cfg.norm_num_groups
             )));

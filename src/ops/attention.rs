@@ -159,7 +159,7 @@ pub fn flash_coop_bytes(d: usize, bkv: usize, emu: bool) -> u32 {
 /// where the adapter has 16×16×16 f16→f32 cooperative matrices with subgroup size 32 (unless `P2P_WGPU_NO_COOP`),
 /// with the largest key block whose workgroup memory fits; else the portable one.
 pub fn flash_core(gpu: &Gpu, dtype: DType, d: usize) -> FlashCore {
-    if dtype != DType::F16 || !crate::gpu::tiles::coop_usable(gpu) || std::env::var_os("P2P_WGPU_NO_COOP").is_some() {
+    if dtype != DType::F16 || !crate::gpu::tiles::coop_usable(gpu) || gpu.options.no_coop {
         return FlashCore::Portable;
     }
     let limit = gpu.limits.max_compute_workgroup_storage_size;

@@ -73,7 +73,7 @@ pub(crate) const LINEAR_FILES: GemmFiles = GemmFiles {
 /// table ([`crate::gpu::tiles::table`]). `P2P_WGPU_NO_COOP=1` keeps cooperative matrices out of the table and the
 /// autotune.
 pub fn tile_plan(gpu: &Gpu, dtype: DType) -> Result<TilePlan> {
-    if let Some(v) = std::env::var("P2P_WGPU_GEMM").ok().filter(|v| !v.is_empty()) {
+    if let Some(v) = gpu.options.gemm.clone() {
         let t = GemmTile::parse(&v).ok_or_else(|| {
             Error::msg(format!("P2P_WGPU_GEMM={v}: expected e.g. tiled-64x64x16-4x4, coop-128x128x32 or coop-basic"))
         })?;
@@ -83,26 +83,26 @@ pub fn tile_plan(gpu: &Gpu, dtype: DType) -> Result<TilePlan> {
             return Ok(TilePlan { large: t, small: t, vec4: crate::gpu::tiles::table(gpu, dtype).vec4, narrow: false });
         }
     }
-    let no_coop = std::env::var_os("P2P_WGPU_NO_COOP").is_some();
+    let no_coop = gpu.options.no_coop;
     if let Some(plan) = crate::gpu::tiles::tuned(gpu, dtype) {
         if !(no_coop && (plan.large.is_coop() || plan.small.is_coop())) {
             return Ok(plan);
         }
     }
-    if std::env::var_os("P2P_WGPU_AUTOTUNE").is_some_and(|v| !v.is_empty() && v != "0") {
+    if gpu.options.autotune {
         let r = autotune(gpu, dtype)?;
         let saved = crate::gpu::tiles::remember(gpu, dtype, r.stored());
         let stored = match &saved {
             Ok(path) => format!("cached in {}", path.display()),
             Err(why) => format!("not cached ({why}): used for this run only"),
         };
-        eprintln!(
-            "p2p-wgpu: GEMM autotune on {} ({}): large {}, small {}; {stored}",
+        gpu.note(format!(
+            "GEMM autotune on {} ({}): large {}, small {}; {stored}",
             gpu.info.name,
             dtype.name(),
             r.plan.large,
             r.plan.small
-        );
+        ));
         return Ok(r.plan);
     }
     Ok(crate::gpu::tiles::table(gpu, dtype))

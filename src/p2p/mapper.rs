@@ -36,7 +36,7 @@ pub fn replacement_mapper(
     let (ys, y) = target;
     let (wx, wy) = (x.words(), y.words());
     if wx.len() != wy.len() {
-        return Err(Error::msg(format!(
+        return Err(Error::input(format!(
             "a word swap (replace mode) needs prompts with the same word count, but {xs:?} has {} words and {ys:?} \
              has {} (use refine mode)",
             wx.len(),
@@ -49,7 +49,7 @@ pub fn replacement_mapper(
         let (s, t) = (word_positions(x, k), word_positions(y, k));
         for (pos, text, word) in [(&s, xs, &wx[k]), (&t, ys, &wy[k])] {
             if pos.is_empty() {
-                return Err(Error::msg(format!(
+                return Err(Error::input(format!(
                     "the swapped word {k} ({word:?}) of the prompt {text:?} has no token of its own (a double space \
                      gives an empty word that takes the next word's tokens)"
                 )));

@@ -96,7 +96,7 @@ impl EditPlan {
     /// error is one line naming the word or value at fault.
     pub fn new(spec: &EditSpec, tokenizer: &Tokenizer, steps: usize) -> Result<EditPlan> {
         if steps == 0 {
-            return Err(Error::msg("an edit needs at least 1 sampling step"));
+            return Err(Error::input("an edit needs at least 1 sampling step"));
         }
         spec.validate()?;
         let keys = tokenizer.max_len();
@@ -109,7 +109,7 @@ impl EditPlan {
         targets.extend(spec.targets.iter().cloned());
         if targets.is_empty() {
             if spec.reweights.is_empty() {
-                return Err(Error::msg("nothing to edit: give --swap, --target or --reweight"));
+                return Err(Error::input("nothing to edit: give --swap, --target or --reweight"));
             }
             targets.push(source.to_string());
         }
@@ -126,7 +126,7 @@ impl EditPlan {
                 for &(text, words) in &named {
                     let m = text.split(' ').count();
                     if m != n {
-                        return Err(Error::msg(format!(
+                        return Err(Error::input(format!(
                             "replace mode needs every target to have the prompt's word count, but the prompt \
                              {source:?} has {n} words and the target {text:?} has {m} (use --mode refine)"
                         )));
@@ -229,13 +229,13 @@ fn swap_target(prompt: &str, swaps: &[(String, String)]) -> Result<String> {
     for (k, (old, new)) in swaps.iter().enumerate() {
         if !words.contains(&old.as_str()) {
             let list = words.iter().map(|w| format!("{w:?}")).collect::<Vec<_>>().join(", ");
-            return Err(Error::msg(format!(
+            return Err(Error::input(format!(
                 "--swap {old}={new}: {old:?} is not a word of the prompt {prompt:?} (its words, split on single \
                  spaces: {list})"
             )));
         }
         if swaps[..k].iter().any(|(o, _)| o == old) {
-            return Err(Error::msg(format!("--swap: the word {old:?} is swapped more than once")));
+            return Err(Error::input(format!("--swap: the word {old:?} is swapped more than once")));
         }
     }
     let out: Vec<&str> =

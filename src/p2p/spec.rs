@@ -26,14 +26,14 @@ impl Window {
     pub fn validate(&self) -> Result<()> {
         for v in [self.start, self.end] {
             if v.is_nan() {
-                return Err(Error::msg(format!("window {self} is not a number")));
+                return Err(Error::input(format!("window {self} is not a number")));
             }
             if !(0.0..=1.0).contains(&v) {
-                return Err(Error::msg(format!("window {v} is outside [0, 1]")));
+                return Err(Error::input(format!("window {v} is outside [0, 1]")));
             }
         }
         if self.start > self.end {
-            return Err(Error::msg(format!("window {self}: its start {} is after its end {}", self.start, self.end)));
+            return Err(Error::input(format!("window {self}: its start {} is after its end {}", self.start, self.end)));
         }
         Ok(())
     }
@@ -44,10 +44,12 @@ impl Window {
         let num = |s: &str| -> Result<f64> {
             let s = s.trim();
             let v: f64 = s.parse().map_err(|_| {
-                Error::msg(format!("window {t:?} is not a fraction F or START:END (fractions of the steps in [0, 1])"))
+                Error::input(format!(
+                    "window {t:?} is not a fraction F or START:END (fractions of the steps in [0, 1])"
+                ))
             })?;
             if v.is_nan() {
-                return Err(Error::msg(format!("window {t:?} is not a number")));
+                return Err(Error::input(format!("window {t:?} is not a number")));
             }
             Ok(v)
         };
@@ -87,14 +89,14 @@ fn key_value<'a>(
     split: impl Fn(&'a str) -> Option<(&'a str, &'a str)>,
 ) -> Result<(&'a str, &'a str)> {
     let Some((key, value)) = split(text) else {
-        return Err(Error::msg(format!("{option} {text:?} is not of the form {form}")));
+        return Err(Error::input(format!("{option} {text:?} is not of the form {form}")));
     };
     let (key, value) = (key.trim(), value.trim());
     if key.is_empty() {
-        return Err(Error::msg(format!("{option} {text:?} has no word before '='")));
+        return Err(Error::input(format!("{option} {text:?} has no word before '='")));
     }
     if key.contains(' ') {
-        return Err(Error::msg(format!(
+        return Err(Error::input(format!(
             "{option} {text:?}: {key:?} is not one word (prompts are split into words on single spaces)"
         )));
     }
@@ -105,7 +107,7 @@ fn key_value<'a>(
 pub fn parse_swap(text: &str) -> Result<(String, String)> {
     let (old, new) = key_value(text, "--swap", "OLD=NEW", |t| t.split_once('='))?;
     if new.is_empty() {
-        return Err(Error::msg(format!("--swap {text:?} has no replacement after '='")));
+        return Err(Error::input(format!("--swap {text:?} has no replacement after '='")));
     }
     Ok((old.to_string(), new.to_string()))
 }
@@ -116,9 +118,9 @@ pub fn parse_reweight(text: &str) -> Result<(String, f32)> {
     let c: f32 = value
         .trim()
         .parse()
-        .map_err(|_| Error::msg(format!("--reweight {text:?}: the factor {value:?} is not a number")))?;
+        .map_err(|_| Error::input(format!("--reweight {text:?}: the factor {value:?} is not a number")))?;
     if !c.is_finite() {
-        return Err(Error::msg(format!("--reweight {text:?}: the factor {value:?} is not a finite number")));
+        return Err(Error::input(format!("--reweight {text:?}: the factor {value:?} is not a finite number")));
     }
     Ok((word.to_string(), c))
 }
@@ -126,7 +128,7 @@ pub fn parse_reweight(text: &str) -> Result<(String, f32)> {
 /// Parses `--cross-steps-word WORD=F` or `WORD=S:E` (split at the last `=`).
 pub fn parse_word_window(text: &str) -> Result<(String, Window)> {
     let (word, value) = key_value(text, "--cross-steps-word", "WORD=F or WORD=START:END", |t| t.rsplit_once('='))?;
-    let w = Window::parse(value).map_err(|e| Error::msg(format!("--cross-steps-word {text:?}: {e}")))?;
+    let w = Window::parse(value).map_err(|e| Error::input(format!("--cross-steps-word {text:?}: {e}")))?;
     Ok((word.to_string(), w))
 }
 
@@ -135,7 +137,7 @@ pub fn parse_blend_words(text: &str) -> Result<Vec<String>> {
     let words: Vec<String> = text.split(',').map(|w| w.trim().to_string()).collect();
     if let Some(bad) = words.iter().find(|w| w.is_empty() || w.contains(' ')) {
         let what = if bad.is_empty() { "an empty word".to_string() } else { format!("{bad:?}, which is not one word") };
-        return Err(Error::msg(format!("--blend {text:?} has {what} (give words separated by commas)")));
+        return Err(Error::input(format!("--blend {text:?} has {what} (give words separated by commas)")));
     }
     Ok(words)
 }
@@ -143,7 +145,7 @@ pub fn parse_blend_words(text: &str) -> Result<Vec<String>> {
 /// Checks a blend threshold: finite (typically in (0, 1); the mask is the map over its maximum, `> threshold`).
 pub fn check_blend_threshold(threshold: f32) -> Result<()> {
     if !threshold.is_finite() {
-        return Err(Error::msg(format!("blend threshold {threshold} is not a finite number")));
+        return Err(Error::input(format!("blend threshold {threshold} is not a finite number")));
     }
     Ok(())
 }
@@ -151,7 +153,7 @@ pub fn check_blend_threshold(threshold: f32) -> Result<()> {
 /// Checks a blend start: a fraction of the steps in [0, 1].
 pub fn check_blend_start(start: f64) -> Result<()> {
     if !(0.0..=1.0).contains(&start) {
-        return Err(Error::msg(format!("blend start {start} is not a fraction of the steps in [0, 1]")));
+        return Err(Error::input(format!("blend start {start} is not a fraction of the steps in [0, 1]")));
     }
     Ok(())
 }
@@ -178,22 +180,22 @@ impl EditSpec {
 
     /// Checks the values that need no tokenizer: windows, factors, blend threshold and start, swap words.
     pub fn validate(&self) -> Result<()> {
-        self.cross_steps.validate().map_err(|e| Error::msg(format!("cross-attention steps: {e}")))?;
-        self.self_steps.validate().map_err(|e| Error::msg(format!("self-attention steps: {e}")))?;
+        self.cross_steps.validate().map_err(|e| Error::input(format!("cross-attention steps: {e}")))?;
+        self.self_steps.validate().map_err(|e| Error::input(format!("self-attention steps: {e}")))?;
         for (word, w) in &self.cross_steps_word {
-            w.validate().map_err(|e| Error::msg(format!("cross-attention steps of {word:?}: {e}")))?;
+            w.validate().map_err(|e| Error::input(format!("cross-attention steps of {word:?}: {e}")))?;
         }
         for (word, c) in &self.reweights {
             if !c.is_finite() {
-                return Err(Error::msg(format!("reweight factor {c} of {word:?} is not a finite number")));
+                return Err(Error::input(format!("reweight factor {c} of {word:?} is not a finite number")));
             }
         }
         for (old, new) in &self.swaps {
             if old.is_empty() || old.contains(' ') {
-                return Err(Error::msg(format!("swap {old:?}={new:?}: {old:?} is not one word")));
+                return Err(Error::input(format!("swap {old:?}={new:?}: {old:?} is not one word")));
             }
             if new.is_empty() {
-                return Err(Error::msg(format!("swap {old:?}: the replacement is empty")));
+                return Err(Error::input(format!("swap {old:?}: the replacement is empty")));
             }
         }
         if !self.blend_words.is_empty() {

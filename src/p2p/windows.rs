@@ -52,7 +52,7 @@ pub fn self_window(window: Window, steps: usize) -> (usize, usize) {
 /// counts as absent).
 pub(crate) fn absent<'a>(option: &str, word: &str, prompts: impl IntoIterator<Item = &'a str>) -> Error {
     let list = prompts.into_iter().map(|p| format!("{p:?}")).collect::<Vec<_>>().join(", ");
-    Error::msg(format!(
+    Error::input(format!(
         "{option}: the word {word:?} is in none of the prompts it applies to: {list} (words are split on single \
          spaces and compared exactly; a word cut off by the token limit does not count)"
     ))

@@ -95,9 +95,9 @@ impl SchedulerConfig {
     pub fn read(dir: &Path) -> Result<SchedulerConfig> {
         let name = "scheduler/scheduler_config.json";
         let path = dir.join("scheduler_config.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::model(format!("{}: {e}", path.display())))?;
         let v = serde_json::from_str(&quote_non_finite(&text))
-            .map_err(|e| Error::msg(format!("{}: invalid JSON: {e}", path.display())))?;
+            .map_err(|e| Error::model(format!("{}: invalid JSON: {e}", path.display())))?;
         SchedulerConfig::from_value(name, v)
     }
 
@@ -108,7 +108,7 @@ impl SchedulerConfig {
             "epsilon" => Prediction::Epsilon,
             "v_prediction" => Prediction::VPrediction,
             other => {
-                return Err(Error::msg(format!(
+                return Err(Error::model(format!(
                     "{name}: prediction_type {other:?} is not supported (epsilon, v_prediction)"
                 )));
             }
@@ -117,7 +117,7 @@ impl SchedulerConfig {
             match c.get(key) {
                 None => Ok(None),
                 Some(Value::Bool(b)) => Ok(Some(b)),
-                Some(v) => Err(Error::msg(format!("{name}: `{key}` must be a boolean, found {v}"))),
+                Some(v) => Err(Error::model(format!("{name}: `{key}` must be a boolean, found {v}"))),
             }
         };
         let timestep_spacing = match c.get("timestep_spacing") {
@@ -125,7 +125,7 @@ impl SchedulerConfig {
             Some(v) if v == "leading" => Some(Spacing::Leading),
             Some(v) if v == "linspace" => Some(Spacing::Linspace),
             Some(v) => {
-                return Err(Error::msg(format!(
+                return Err(Error::model(format!(
                     "{name}: timestep_spacing {v} is not supported (leading; linspace for DPMSolverMultistepScheduler)"
                 )));
             }
@@ -134,7 +134,7 @@ impl SchedulerConfig {
             None => f64::NEG_INFINITY,
             Some(Value::String(s)) if s == "-Infinity" => f64::NEG_INFINITY,
             Some(Value::Number(n)) if n.as_f64().is_some() => n.as_f64().unwrap_or(f64::NEG_INFINITY),
-            Some(v) => return Err(Error::msg(format!("{name}: `lambda_min_clipped` must be a number, found {v}"))),
+            Some(v) => return Err(Error::model(format!("{name}: `lambda_min_clipped` must be a number, found {v}"))),
         };
         let cfg = SchedulerConfig {
             class_name: c.str_or("_class_name", "PNDMScheduler")?,
@@ -152,7 +152,7 @@ impl SchedulerConfig {
             lambda_min_clipped,
         };
         if !["linear", "scaled_linear"].contains(&cfg.beta_schedule.as_str()) {
-            return Err(Error::msg(format!(
+            return Err(Error::model(format!(
                 "{name}: beta_schedule {:?} is not supported (linear, scaled_linear)",
                 cfg.beta_schedule
             )));
@@ -193,10 +193,10 @@ impl SchedulerConfig {
         ]);
         c.finish()?;
         if cfg.num_train_timesteps < 2 {
-            return Err(Error::msg(format!("{name}: num_train_timesteps must be at least 2")));
+            return Err(Error::model(format!("{name}: num_train_timesteps must be at least 2")));
         }
         if cfg.lambda_min_clipped.is_nan() {
-            return Err(Error::msg(format!("{name}: `lambda_min_clipped` is NaN")));
+            return Err(Error::model(format!("{name}: `lambda_min_clipped` is NaN")));
         }
         Ok(cfg)
     }
@@ -251,10 +251,10 @@ impl SchedulerConfig {
     pub fn require_leading(&self, class: &str, default: Spacing) -> Result<()> {
         match (self.spacing(default), self.timestep_spacing) {
             (Spacing::Leading, _) => Ok(()),
-            (Spacing::Linspace, Some(_)) => Err(Error::msg(format!(
+            (Spacing::Linspace, Some(_)) => Err(Error::model(format!(
                 "scheduler config: timestep_spacing \"linspace\" is not supported by {class} (leading)"
             ))),
-            (Spacing::Linspace, None) => Err(Error::msg(format!(
+            (Spacing::Linspace, None) => Err(Error::model(format!(
                 "scheduler config: no timestep_spacing, and {class}'s default \"linspace\" is not supported; add \
                  \"timestep_spacing\": \"leading\" to scheduler_config.json (as PNDM and DDIM read it)"
             ))),
@@ -264,7 +264,7 @@ impl SchedulerConfig {
     /// The "leading" spacing: `(0..S)·(N/S) + steps_offset`, descending.
     pub fn leading_timesteps(&self, steps: usize) -> Result<Vec<usize>> {
         if steps == 0 || steps > self.num_train_timesteps {
-            return Err(Error::msg(format!("steps must be in 1..={}, got {steps}", self.num_train_timesteps)));
+            return Err(Error::model(format!("steps must be in 1..={}, got {steps}", self.num_train_timesteps)));
         }
         let ratio = self.num_train_timesteps / steps;
         Ok((0..steps).rev().map(|i| i * ratio + self.steps_offset).collect())
@@ -326,7 +326,7 @@ pub fn build(cfg: &SchedulerConfig, kind: Option<Kind>, steps: usize) -> Result<
     let kind = match kind {
         Some(k) => k,
         None => Kind::from_class_name(&cfg.class_name).ok_or_else(|| {
-            Error::msg(format!(
+            Error::model(format!(
                 "scheduler class {:?} is not supported; choose one with --scheduler pndm|ddim|dpm++|euler",
                 cfg.class_name
             ))
@@ -363,5 +363,5 @@ pub(crate) fn host_step(
 
 /// The error for an evaluation index past the end of the timestep list.
 pub(crate) fn no_step(what: &str, index: usize, n: usize) -> Error {
-    Error::msg(format!("{what}: no evaluation {index} (the run has {n})"))
+    Error::model(format!("{what}: no evaluation {index} (the run has {n})"))
 }

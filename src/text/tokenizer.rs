@@ -77,7 +77,7 @@ impl SpecialTokens {
                     Some(v) => match v.get("content").and_then(|c| c.as_str()) {
                         Some(s) => *slot = s.to_string(),
                         None => {
-                            return Err(Error::msg(format!(
+                            return Err(Error::model(format!(
                                 "{}: `{key}` is neither a string nor an object with a `content` string",
                                 path.display()
                             )));
@@ -131,7 +131,7 @@ impl Tokenizer {
     pub fn from_dir(dir: impl AsRef<Path>, max_len: usize) -> Result<Self> {
         let dir = dir.as_ref();
         if !dir.is_dir() {
-            return Err(Error::msg(format!("tokenizer folder {} does not exist", dir.display())));
+            return Err(Error::model(format!("tokenizer folder {} does not exist", dir.display())));
         }
         let special = SpecialTokens::from_dir(dir)?;
         let json = dir.join("tokenizer.json");
@@ -142,7 +142,7 @@ impl Tokenizer {
         let vocab = dir.join("vocab.json");
         let merges = dir.join("merges.txt");
         if !vocab.is_file() || !merges.is_file() {
-            return Err(Error::msg(format!(
+            return Err(Error::model(format!(
                 "tokenizer folder {} has neither tokenizer.json nor vocab.json + merges.txt",
                 dir.display()
             )));
@@ -163,14 +163,14 @@ impl Tokenizer {
     pub fn from_model_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         if !dir.is_dir() {
-            return Err(Error::msg(format!("model folder {} does not exist", dir.display())));
+            return Err(Error::model(format!("model folder {} does not exist", dir.display())));
         }
         let config = dir.join("text_encoder").join("config.json");
         let json = read_json(&config)?;
         let max_len = json
             .get("max_position_embeddings")
             .and_then(|v| v.as_u64())
-            .ok_or_else(|| Error::msg(format!("{}: no integer `max_position_embeddings`", config.display())))?;
+            .ok_or_else(|| Error::model(format!("{}: no integer `max_position_embeddings`", config.display())))?;
         Self::from_dir(dir.join("tokenizer"), max_len as usize)
     }
 
@@ -190,7 +190,7 @@ impl Tokenizer {
     /// Loads a `tokenizer.json`. `origin` names it in errors.
     pub fn from_tokenizer_json(bytes: &[u8], special: SpecialTokens, max_len: usize, origin: &str) -> Result<Self> {
         let inner = tokenizers::Tokenizer::from_bytes(bytes)
-            .map_err(|e| Error::msg(format!("{origin}: not a valid tokenizer.json: {}", one_line(&e.to_string()))))?;
+            .map_err(|e| Error::model(format!("{origin}: not a valid tokenizer.json: {}", one_line(&e.to_string()))))?;
         Self::finish(inner, special, max_len, origin)
     }
 
@@ -207,7 +207,7 @@ impl Tokenizer {
 
     fn build(vocab: Vocab, merges: Merges, special: SpecialTokens, max_len: usize, origin: &str) -> Result<Self> {
         let err = |what: &str, e: tokenizers::Error| {
-            Error::msg(format!("{origin}: cannot build the CLIP {what}: {}", one_line(&e.to_string())))
+            Error::model(format!("{origin}: cannot build the CLIP {what}: {}", one_line(&e.to_string())))
         };
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
@@ -232,7 +232,7 @@ impl Tokenizer {
     /// file (we do both by hand) and resolves the special ids.
     fn finish(mut inner: tokenizers::Tokenizer, special: SpecialTokens, max_len: usize, origin: &str) -> Result<Self> {
         if max_len < 2 {
-            return Err(Error::msg(format!("{origin}: max length {max_len} leaves no room for BOS and EOS")));
+            return Err(Error::model(format!("{origin}: max length {max_len} leaves no room for BOS and EOS")));
         }
         let mut names: Vec<&str> = Vec::new();
         for t in [&special.bos, &special.eos, &special.pad, &special.unk] {
@@ -245,7 +245,7 @@ impl Tokenizer {
         let id = |name: &str, what: &str| {
             inner
                 .token_to_id(name)
-                .ok_or_else(|| Error::msg(format!("{origin}: {what} token `{name}` is not in the vocabulary")))
+                .ok_or_else(|| Error::model(format!("{origin}: {what} token `{name}` is not in the vocabulary")))
         };
         let bos_id = id(&special.bos, "BOS")?;
         let eos_id = id(&special.eos, "EOS")?;
@@ -258,7 +258,7 @@ impl Tokenizer {
         inner.with_padding(None);
         inner
             .with_truncation(None)
-            .map_err(|e| Error::msg(format!("{origin}: cannot turn off truncation: {}", one_line(&e.to_string()))))?;
+            .map_err(|e| Error::model(format!("{origin}: cannot turn off truncation: {}", one_line(&e.to_string()))))?;
         Ok(Tokenizer { inner, max_len, special, bos_id, eos_id, pad_id, origin: origin.to_string() })
     }
 
@@ -290,7 +290,7 @@ impl Tokenizer {
     /// The prompt's tokens, untruncated and without BOS/EOS, with the byte offsets in `prompt` where each starts.
     fn tokenize_with_offsets(&self, prompt: &str) -> Result<(Vec<u32>, Vec<usize>)> {
         let enc = self.inner.encode(prompt, false).map_err(|e| {
-            Error::msg(format!("{}: cannot tokenize the prompt: {}", self.origin, one_line(&e.to_string())))
+            Error::model(format!("{}: cannot tokenize the prompt: {}", self.origin, one_line(&e.to_string())))
         })?;
         let starts = enc.get_offsets().iter().map(|o| o.0).collect();
         Ok((enc.get_ids().to_vec(), starts))
@@ -373,12 +373,12 @@ pub(crate) fn py_strip(s: &str) -> &str {
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::msg(format!("cannot read {}: {e}", path.display())))
+    std::fs::read(path).map_err(|e| Error::model(format!("cannot read {}: {e}", path.display())))
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value> {
     let bytes = read_file(path)?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::msg(format!("{}: invalid JSON: {e}", path.display())))
+    serde_json::from_slice(&bytes).map_err(|e| Error::model(format!("{}: invalid JSON: {e}", path.display())))
 }
 
 fn one_line(s: &str) -> String {
@@ -387,13 +387,14 @@ fn one_line(s: &str) -> String {
 
 fn parse_vocab(bytes: &[u8], origin: &str) -> Result<Vocab> {
     let map: std::collections::HashMap<String, u32> = serde_json::from_slice(bytes)
-        .map_err(|e| Error::msg(format!("{origin}: vocab.json is not a JSON object of token → id: {e}")))?;
+        .map_err(|e| Error::model(format!("{origin}: vocab.json is not a JSON object of token → id: {e}")))?;
     Ok(map.into_iter().collect())
 }
 
 /// `merges.txt`: `#version` header lines, then one `left right` pair per line (blank lines ignored).
 fn parse_merges(bytes: &[u8], origin: &str) -> Result<Merges> {
-    let text = std::str::from_utf8(bytes).map_err(|e| Error::msg(format!("{origin}: merges.txt is not UTF-8: {e}")))?;
+    let text =
+        std::str::from_utf8(bytes).map_err(|e| Error::model(format!("{origin}: merges.txt is not UTF-8: {e}")))?;
     let mut merges = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if line.starts_with("#version") || line.trim().is_empty() {
@@ -403,7 +404,7 @@ fn parse_merges(bytes: &[u8], origin: &str) -> Result<Merges> {
         match (parts.next(), parts.next(), parts.next()) {
             (Some(a), Some(b), None) if !a.is_empty() && !b.is_empty() => merges.push((a.to_string(), b.to_string())),
             _ => {
-                return Err(Error::msg(format!("{origin}: merges.txt line {} is not a `left right` pair", n + 1)));
+                return Err(Error::model(format!("{origin}: merges.txt line {} is not a `left right` pair", n + 1)));
             }
         }
     }

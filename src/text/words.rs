@@ -98,7 +98,7 @@ impl PromptWords {
     pub fn find(&self, word: &str) -> Result<Vec<usize>> {
         if !self.words.iter().any(|w| w == word) {
             let list = self.words.iter().map(|w| format!("{w:?}")).collect::<Vec<_>>().join(", ");
-            return Err(Error::msg(format!(
+            return Err(Error::input(format!(
                 "word {word:?} is not in the prompt {:?} (its words, split on single spaces: {list})",
                 self.prompt
             )));
@@ -114,7 +114,7 @@ impl PromptWords {
     /// word has no token in the encoded row.
     pub fn find_index(&self, index: usize) -> Result<Vec<usize>> {
         if index >= self.words.len() {
-            return Err(Error::msg(format!(
+            return Err(Error::input(format!(
                 "word index {index} is out of range: the prompt {:?} has {} words",
                 self.prompt,
                 self.words.len()
@@ -129,7 +129,7 @@ impl PromptWords {
 
     fn no_tokens(&self, what: &str) -> Error {
         let cut = self.token_words.len() > self.max_len - 2;
-        Error::msg(if cut {
+        Error::input(if cut {
             format!("{what} of the prompt {:?} has no token within the {}-token limit", self.prompt, self.max_len)
         } else {
             format!("{what} of the prompt {:?} has no token of its own", self.prompt)

@@ -43,14 +43,14 @@ impl ModelIndex {
     pub fn read(root: &Path) -> Result<ModelIndex> {
         let path = root.join(MODEL_INDEX);
         if !path.is_file() {
-            return Err(Error::msg(format!(
+            return Err(Error::model(format!(
                 "{}: missing, so {} is not a diffusers folder",
                 path.display(),
                 root.display()
             )));
         }
         let value = read_json(&path)?;
-        ModelIndex::parse(value).map_err(|m| Error::msg(format!("{}: {m}", path.display())))
+        ModelIndex::parse(value).map_err(|m| Error::model(format!("{}: {m}", path.display())))
     }
 
     /// Validates a `model_index.json` value: a JSON object whose non-underscore entries that are lists are
@@ -110,10 +110,10 @@ impl DiffusersFolder {
     /// Opens `root`, which must be a folder with a `model_index.json` object.
     pub fn open(root: &Path) -> Result<DiffusersFolder> {
         if !root.exists() {
-            return Err(Error::msg(format!("{}: no such folder", root.display())));
+            return Err(Error::model(format!("{}: no such folder", root.display())));
         }
         if !root.is_dir() {
-            return Err(Error::msg(format!("{}: not a folder (expected a diffusers model folder)", root.display())));
+            return Err(Error::model(format!("{}: not a folder (expected a diffusers model folder)", root.display())));
         }
         let index = ModelIndex::read(root)?;
         Ok(DiffusersFolder { root: root.to_path_buf(), index })
@@ -141,7 +141,7 @@ impl DiffusersFolder {
             None => "model_index.json does not list it".to_owned(),
         };
         let what = if dir.exists() { "not a folder" } else { "missing" };
-        Err(Error::msg(format!("{}: component folder {what} ({listed})", dir.display())))
+        Err(Error::model(format!("{}: component folder {what} ({listed})", dir.display())))
     }
 
     /// The configuration of component `name`: `config.json`, or `scheduler_config.json` for the scheduler.
@@ -165,18 +165,18 @@ pub fn read_json(path: &Path) -> Result<Value> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::msg(format!("{}: missing", path.display())));
+            return Err(Error::model(format!("{}: missing", path.display())));
         }
-        Err(e) => return Err(Error::msg(format!("{}: cannot read: {e}", path.display()))),
+        Err(e) => return Err(Error::model(format!("{}: cannot read: {e}", path.display()))),
     };
-    serde_json::from_str(&text).map_err(|e| Error::msg(format!("{}: malformed JSON: {e}", path.display())))
+    serde_json::from_str(&text).map_err(|e| Error::model(format!("{}: malformed JSON: {e}", path.display())))
 }
 
 /// Reads a JSON file that must hold an object.
 pub fn read_json_object(path: &Path) -> Result<Value> {
     let v = read_json(path)?;
     if !v.is_object() {
-        return Err(Error::msg(format!("{}: not a JSON object", path.display())));
+        return Err(Error::model(format!("{}: not a JSON object", path.display())));
     }
     Ok(v)
 }

@@ -90,7 +90,7 @@ impl Loader {
         for (i, f) in files.iter().enumerate() {
             for key in f.tensors().keys() {
                 if let Some(prev) = slots.get(key) {
-                    return Err(Error::msg(format!(
+                    return Err(Error::model(format!(
                         "{}: tensor \"{key}\" is in two files: {} and {}",
                         dir_label(dir),
                         file_name(files[prev.file].path()),
@@ -244,7 +244,7 @@ impl Loader {
         if parts.is_empty() {
             Ok(())
         } else {
-            Err(Error::msg(format!("{}: {}", dir_label(&self.dir), parts.join(", "))))
+            Err(Error::model(format!("{}: {}", dir_label(&self.dir), parts.join(", "))))
         }
     }
 }
@@ -337,7 +337,7 @@ fn variant_label(v: &Option<String>) -> String {
 }
 
 fn pickle_refusal(dir: &Path, pickles: &[String]) -> Error {
-    Error::msg(format!(
+    Error::model(format!(
         "{}: only pickle weights ({}), which are never unpickled: convert them to safetensors (diffusers: \
          `pipe.save_pretrained(dir, safe_serialization=True)`; a single CompVis .ckpt: convert it to .safetensors \
          first, e.g. with diffusers' convert_original_stable_diffusion_to_diffusers.py --to_safetensors)",
@@ -349,15 +349,15 @@ fn pickle_refusal(dir: &Path, pickles: &[String]) -> Error {
 fn select_files(dir: &Path, variant: Option<&str>) -> Result<Selection> {
     let label = dir_label(dir);
     if !dir.exists() {
-        return Err(Error::msg(format!("{label}: no such folder")));
+        return Err(Error::model(format!("{label}: no such folder")));
     }
     if !dir.is_dir() {
-        return Err(Error::msg(format!("{label}: not a folder")));
+        return Err(Error::model(format!("{label}: not a folder")));
     }
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::msg(format!("{label}: cannot list: {e}")))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::model(format!("{label}: cannot list: {e}")))?;
     let mut found: Vec<(String, Kind)> = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| Error::msg(format!("{label}: cannot list: {e}")))?;
+        let entry = entry.map_err(|e| Error::model(format!("{label}: cannot list: {e}")))?;
         let Ok(name) = entry.file_name().into_string() else { continue };
         let path = entry.path();
         if !path.is_file() {
@@ -395,10 +395,10 @@ fn select_files(dir: &Path, variant: Option<&str>) -> Result<Selection> {
                     if !all_pickles.is_empty() {
                         return Err(pickle_refusal(dir, &all_pickles));
                     }
-                    return Err(Error::msg(format!("{label}: no weight files (*.safetensors)")));
+                    return Err(Error::model(format!("{label}: no weight files (*.safetensors)")));
                 }
                 let have: Vec<String> = available.iter().map(variant_label).collect();
-                return Err(Error::msg(format!(
+                return Err(Error::model(format!(
                     "{label}: no {v} variant (*.{v}.safetensors); the folder has: {}",
                     have.join(", ")
                 )));
@@ -414,10 +414,10 @@ fn select_files(dir: &Path, variant: Option<&str>) -> Result<Selection> {
                 if !all_pickles.is_empty() {
                     return Err(pickle_refusal(dir, &all_pickles));
                 }
-                return Err(Error::msg(format!("{label}: no weight files (*.safetensors)")));
+                return Err(Error::model(format!("{label}: no weight files (*.safetensors)")));
             } else {
                 let have: Vec<String> = available.iter().map(variant_label).collect();
-                return Err(Error::msg(format!(
+                return Err(Error::model(format!(
                     "{label}: no plain *.safetensors weights, and several variants ({}): choose one",
                     have.join(", ")
                 )));
@@ -435,7 +435,7 @@ fn select_files(dir: &Path, variant: Option<&str>) -> Result<Selection> {
         }
     }
     if indexes.len() > 1 {
-        return Err(Error::msg(format!(
+        return Err(Error::model(format!(
             "{label}: several index files for the {} weights ({}): keep one",
             variant_label(&chosen),
             indexes.join(", ")
@@ -449,7 +449,10 @@ fn select_files(dir: &Path, variant: Option<&str>) -> Result<Selection> {
         for f in named {
             let p = dir.join(f);
             if f.contains('/') || f.contains('\\') || f == ".." || !p.is_file() {
-                return Err(Error::msg(format!("{}: names {f}, which is not a file in {label}", index_path.display())));
+                return Err(Error::model(format!(
+                    "{}: names {f}, which is not a file in {label}",
+                    index_path.display()
+                )));
             }
             paths.push(p);
         }
@@ -457,14 +460,14 @@ fn select_files(dir: &Path, variant: Option<&str>) -> Result<Selection> {
     }
     if files.is_empty() {
         // Only an index could have made this variant available, and it was handled above.
-        return Err(Error::msg(format!("{label}: no weight files (*.safetensors)")));
+        return Err(Error::model(format!("{label}: no weight files (*.safetensors)")));
     }
     Ok(Selection { files: files.iter().map(|f| dir.join(f)).collect(), index: None })
 }
 
 /// Reads a shard index's `weight_map` (tensor → file name).
 fn read_index(path: &Path) -> Result<BTreeMap<String, String>> {
-    let err = |m: String| Error::msg(format!("{}: {m}", path.display()));
+    let err = |m: String| Error::model(format!("{}: {m}", path.display()));
     let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
     let value = safetensors_file::parse_json_strict(&text).map_err(|e| err(format!("not a valid shard index: {e}")))?;
     let Value::Object(mut obj) = value else {
@@ -485,7 +488,7 @@ fn read_index(path: &Path) -> Result<BTreeMap<String, String>> {
 
 /// Every tensor the index lists is in the file it names, and every tensor of the shards is listed.
 fn check_index(index_path: &Path, weight_map: &BTreeMap<String, String>, files: &[SafetensorsFile]) -> Result<()> {
-    let err = |m: String| Error::msg(format!("{}: {m}", index_path.display()));
+    let err = |m: String| Error::model(format!("{}: {m}", index_path.display()));
     let by_name: BTreeMap<String, &SafetensorsFile> = files.iter().map(|f| (file_name(f.path()), f)).collect();
     for (key, fname) in weight_map {
         let f = by_name.get(fname).expect("the selection opened every file the index names");

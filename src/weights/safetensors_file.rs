@@ -344,7 +344,7 @@ pub struct SafetensorsFile {
 impl SafetensorsFile {
     /// Opens `path` and validates its header (reading only the header).
     pub fn open(path: &Path) -> Result<SafetensorsFile> {
-        let err = |m: String| Error::msg(format!("{}: {m}", path.display()));
+        let err = |m: String| Error::model(format!("{}: {m}", path.display()));
         let mut file = File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
         let file_len = file.metadata().map_err(|e| err(format!("cannot stat: {e}")))?.len();
         if file_len < 8 {
@@ -394,13 +394,13 @@ impl SafetensorsFile {
     }
 
     fn info_or_err(&self, name: &str) -> Result<&TensorInfo> {
-        self.info(name).ok_or_else(|| Error::msg(format!("{}: no tensor \"{name}\"", self.path.display())))
+        self.info(name).ok_or_else(|| Error::model(format!("{}: no tensor \"{name}\"", self.path.display())))
     }
 
     fn read_into(&self, name: &str, info: &TensorInfo, buf: &mut [u8]) -> Result<()> {
         let len = buf.len();
         let err = |e: std::io::Error| {
-            Error::msg(format!("{}: tensor \"{name}\": cannot read its {len} bytes: {e}", self.path.display()))
+            Error::model(format!("{}: tensor \"{name}\": cannot read its {len} bytes: {e}", self.path.display()))
         };
         let mut f = &self.file;
         f.seek(SeekFrom::Start(self.data_start + info.data_offsets.0)).map_err(err)?;
@@ -455,7 +455,7 @@ impl SafetensorsFile {
                 v
             }
             other => {
-                return Err(Error::msg(format!(
+                return Err(Error::model(format!(
                     "{}: tensor \"{name}\" is {other}, not a float tensor (F32, F16 or BF16)",
                     self.path.display()
                 )));

@@ -3,14 +3,14 @@
 #![allow(dead_code)]
 use std::sync::OnceLock;
 
-use p2p_wgpu::app::noise::SplitMix64;
 use p2p_wgpu::gpu::{Gpu, GpuOptions};
+use p2p_wgpu::noise::SplitMix64;
 use p2p_wgpu::tensor::{DType, Tensor};
 
 /// The test GPU (lavapipe in CI). Fails the test, never skips, when there is none.
 pub fn gpu() -> &'static Gpu {
     static G: OnceLock<Gpu> = OnceLock::new();
-    G.get_or_init(|| match Gpu::new(&GpuOptions::default()) {
+    G.get_or_init(|| match Gpu::new(&GpuOptions::from_env()) {
         Ok(g) => g,
         Err(e) => panic!("tests need a GPU adapter (CI installs lavapipe): {e}"),
     })
@@ -21,7 +21,7 @@ pub fn dtypes() -> Vec<DType> {
     if gpu().has_f16() { vec![DType::F32, DType::F16] } else { vec![DType::F32] }
 }
 
-/// A seeded generator over the crate's SplitMix64 (`app::noise`), so failures reproduce.
+/// A seeded generator over the crate's SplitMix64 (`noise`), so failures reproduce.
 pub struct Rng(SplitMix64);
 
 impl Rng {

@@ -7,13 +7,13 @@ use crate::error::{Error, Result};
 /// Creates `dir` if needed and checks that it is a writable folder.
 pub fn prepare_dir(dir: &Path) -> Result<()> {
     if dir.exists() && !dir.is_dir() {
-        return Err(Error::msg(format!("output {} is a file, not a folder", dir.display())));
+        return Err(Error::input(format!("output {} is a file, not a folder", dir.display())));
     }
     std::fs::create_dir_all(dir)
-        .map_err(|e| Error::msg(format!("cannot create output folder {}: {e}", dir.display())))?;
+        .map_err(|e| Error::input(format!("cannot create output folder {}: {e}", dir.display())))?;
     let probe = dir.join(format!(".p2p-wgpu-write-test-{}", std::process::id()));
     std::fs::write(&probe, b"")
-        .map_err(|e| Error::msg(format!("output folder {} is not writable: {e}", dir.display())))?;
+        .map_err(|e| Error::input(format!("output folder {} is not writable: {e}", dir.display())))?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
 }
@@ -23,7 +23,7 @@ pub fn check_not_input(target: &Path, inputs: &[&Path]) -> Result<()> {
     let canon = |p: &Path| std::fs::canonicalize(p).ok();
     if let Some(t) = canon(target) {
         if inputs.iter().any(|i| canon(i).as_ref() == Some(&t)) {
-            return Err(Error::msg(format!("refusing to overwrite the input file {}", target.display())));
+            return Err(Error::input(format!("refusing to overwrite the input file {}", target.display())));
         }
     }
     Ok(())
@@ -32,12 +32,12 @@ pub fn check_not_input(target: &Path, inputs: &[&Path]) -> Result<()> {
 /// Writes `bytes` to `path` through a temporary file and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| Error::msg(format!("{} is not a file path", path.display())))?;
+    let name = path.file_name().ok_or_else(|| Error::input(format!("{} is not a file path", path.display())))?;
     let tmp: PathBuf = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| Error::msg(format!("cannot write {}: {e}", tmp.display())))?;
+    std::fs::write(&tmp, bytes).map_err(|e| Error::input(format!("cannot write {}: {e}", tmp.display())))?;
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        Error::msg(format!("cannot write {}: {e}", path.display()))
+        Error::input(format!("cannot write {}: {e}", path.display()))
     })
 }
 
@@ -70,7 +70,7 @@ pub fn png(rgb: &[u8], h: usize, w: usize) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
     let enc = image::codecs::png::PngEncoder::new(&mut buf);
     image::ImageEncoder::write_image(enc, rgb, w as u32, h as u32, image::ExtendedColorType::Rgb8)
-        .map_err(|e| Error::msg(format!("PNG encoding: {e}")))?;
+        .map_err(|e| Error::input(format!("PNG encoding: {e}")))?;
     Ok(buf)
 }
 
@@ -100,6 +100,6 @@ pub fn safetensors_f32(tensors: &[(&str, Vec<usize>, &[f32])]) -> Result<Vec<u8>
                 .map(|v| (name.to_string(), v))
         })
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::msg(format!("safetensors: {e}")))?;
-    safetensors::tensor::serialize(views, None).map_err(|e| Error::msg(format!("safetensors: {e}")))
+        .map_err(|e| Error::input(format!("safetensors: {e}")))?;
+    safetensors::tensor::serialize(views, None).map_err(|e| Error::input(format!("safetensors: {e}")))
 }

@@ -1,0 +1,92 @@
+//! The Stable Diffusion 1.x/2.x text-to-image pipeline (diffusers' `StableDiffusionPipeline`) and its
+//! Prompt-to-Prompt edit: tokenise, encode `[negative × B, prompts]`, sample the latents on the GPU with the one
+//! loop (`Denoiser::generate` / `Denoiser::edit`), then decode `latents / scaling_factor` with the VAE (one image
+//! at a time, whole or in blended tiles) and map to `[0, 1]`.
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::models::sd::{StableDiffusion, nhwc_to_nchw};
+use crate::p2p::EditPlan;
+use crate::tensor::DType;
+
+use super::progress::{Progress, StageProgress};
+use super::stage::{Denoiser, EditRun, Generate};
+
+/// What a run produced, NCHW, row b = prompt b (an edit: source, then targets).
+#[derive(Clone, Debug)]
+pub struct Generated {
+    /// `[B, C, h, w]`: the final latents, before decoding.
+    pub latents: Vec<f32>,
+    /// `[B, 3, H, W]`: the images in [0, 1].
+    pub images: Vec<f32>,
+    pub image_hw: (usize, usize),
+    /// Edits: as `EditedSamples::attention`.
+    pub attention: Option<(Vec<f32>, usize, usize)>,
+    /// Edits: the last local-blend masks used, `[B][h·w]`.
+    pub blend_masks: Option<Vec<Vec<f32>>>,
+}
+
+impl StableDiffusion {
+    /// The text-conditioned denoising stage of this pipeline (tokenizer, text encoder, UNet, scheduler).
+    pub fn denoiser(&self) -> Denoiser<'_> {
+        Denoiser {
+            tokenizer: &self.tokenizer,
+            text_encoder: &self.text_encoder,
+            unet: &self.unet,
+            scheduler: &self.scheduler,
+        }
+    }
+
+    /// Runs text-to-image.
+    pub fn generate(&self, gpu: &Gpu, g: &Generate, progress: &mut dyn Progress) -> Result<Generated> {
+        let total = self.denoiser().evaluations(g.scheduler, g.steps)?;
+        let x = self.denoiser().generate(gpu, g, None, &mut StageProgress::single(progress, total))?;
+        self.finish(gpu, x, g.prompts.len(), g.latent_hw, None, None)
+    }
+
+    /// Runs the edit `plan` (its prompts are `[source, targets]`).
+    pub fn edit(&self, gpu: &Gpu, plan: &EditPlan, r: &EditRun, progress: &mut dyn Progress) -> Result<Generated> {
+        let total = self.denoiser().evaluations(r.scheduler, r.steps)?;
+        let e = self.denoiser().edit(gpu, plan, r, &mut StageProgress::single(progress, total))?;
+        self.finish(gpu, e.samples, plan.prompts.len(), r.latent_hw, e.attention, e.blend_masks)
+    }
+
+    fn finish(
+        &self,
+        gpu: &Gpu,
+        x: Vec<f32>,
+        b: usize,
+        (h, w): (usize, usize),
+        attention: Option<(Vec<f32>, usize, usize)>,
+        blend_masks: Option<Vec<Vec<f32>>>,
+    ) -> Result<Generated> {
+        let c = self.unet.config.in_channels;
+        let images = self.decode(gpu, &x, b, (h, w))?;
+        let scale = self.vae.config.upscale();
+        Ok(Generated {
+            latents: nhwc_to_nchw(&x, b, c, h, w),
+            images,
+            image_hw: (h * scale, w * scale),
+            attention,
+            blend_masks,
+        })
+    }
+
+    /// Decodes NHWC latents `[B, h, w, C]` to NCHW images in [0, 1]; fails on NaN/Inf instead of returning a
+    /// black or broken image.
+    pub fn decode(&self, gpu: &Gpu, x: &[f32], b: usize, (h, w): (usize, usize)) -> Result<Vec<f32>> {
+        let sf = self.vae.config.scaling_factor;
+        let z: Vec<f32> = x.iter().map(|&v| (v as f64 / sf) as f32).collect();
+        // One image at a time, each whole or in blended tiles (`VaeDecoder::decode_plan`).
+        let raw = self.vae.decode(gpu, &z, b, (h, w))?;
+        if let Some(bad) = raw.iter().find(|v| !v.is_finite()) {
+            return Err(Error::msg(format!(
+                "the decoded image holds {bad} values (numeric overflow{}); no image written",
+                if self.vae.dtype == DType::F16 { "; the f16 VAE overflows, use an f32 VAE" } else { "" }
+            )));
+        }
+        let up = self.vae.config.upscale();
+        let (hh, ww, oc) = (h * up, w * up, self.vae.config.out_channels);
+        let img01: Vec<f32> = raw.iter().map(|&v| (v / 2.0 + 0.5).clamp(0.0, 1.0)).collect();
+        Ok(nhwc_to_nchw(&img01, b, oc, hh, ww))
+    }
+}
