@@ -303,7 +303,9 @@ pub fn run(a: &GenerateArgs, gpu: GpuOptions) -> Result<()> {
     if let Some(s) = &a.save_latents {
         check_not_input(s, &inputs)?;
     }
-    // A random seed is printed before the run, so that a run that fails can be repeated.
+    let session = Session::open(&a.session_options(model, gpu)?)?;
+    session.check(&req)?;
+    // A random seed is printed once the model has loaded and before the run, so that a run that fails can be repeated.
     if req.seed.is_none() && (req.latents.is_none() || cascade) {
         let s = crate::session::random_seed();
         req.seed = Some(s);
@@ -312,7 +314,6 @@ pub fn run(a: &GenerateArgs, gpu: GpuOptions) -> Result<()> {
         }
     }
 
-    let session = Session::open(&a.session_options(model, gpu)?)?;
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {per_sec}  eta {eta}")

@@ -217,6 +217,12 @@ impl Session {
         Ok(Some(EditPlan::new(&r.edit_spec()?, self.tokenizer(), self.steps(r))?))
     }
 
+    /// Checks everything about `r` that can fail before sampling (the plan, the size, the noise given as data).
+    pub fn check(&self, r: &Request) -> Result<()> {
+        self.plan(r)?;
+        self.initial_noise(r, 0).map(|_| ())
+    }
+
     fn geometry(&self) -> Geometry {
         match &self.pipeline {
             Pipeline::Sd(sd) => Geometry {
