@@ -96,7 +96,7 @@ impl SessionOptions {
 
 /// The loaded pipeline.
 pub enum Pipeline {
-    Sd(StableDiffusion),
+    Sd(Box<StableDiffusion>),
     Cascade(Box<Cascade>),
 }
 
@@ -130,6 +130,9 @@ pub fn weight_variant(model: &Path, given: Option<&str>, dtype: DType, component
     }
     (dtype == DType::F16 && components.iter().all(|c| has_fp16_files(&model.join(c)))).then(|| "fp16".to_string())
 }
+
+/// An initial noise `[1, C, h, w]` (NCHW), its `(h, w)`, and the seed it came from (None: data).
+type Noise = (Vec<f32>, (usize, usize), Option<u64>);
 
 /// The sample side of a UNet must be a multiple of this.
 fn levels(u: &UNet) -> usize {
@@ -173,7 +176,7 @@ impl Session {
                 }
                 sd.vae.tiling.tile = Some(px / up);
             }
-            Pipeline::Sd(sd)
+            Pipeline::Sd(Box::new(sd))
         };
         Ok(Session {
             gpu,
@@ -242,7 +245,7 @@ impl Session {
     }
 
     /// The initial noise `[1, C, h, w]`, its `(h, w)`, and the seed used (None: the noise came as data).
-    fn initial_noise(&self, r: &Request, seed: u64) -> Result<(Vec<f32>, (usize, usize), Option<u64>)> {
+    fn initial_noise(&self, r: &Request, seed: u64) -> Result<Noise> {
         let g = self.geometry();
         let (data, hw, used) = match &r.latents {
             Some(n) => {
