@@ -1,11 +1,10 @@
 //! `cargo bench --bench kernels [-- --quick] [--json PATH]`: the kernel microbenchmarks of `p2p_wgpu::bench`.
-//! The same run is available as `p2p-wgpu bench kernels`.
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick") || std::env::var_os("P2P_BENCH_QUICK").is_some();
     let json = args.iter().position(|a| a == "--json").and_then(|i| args.get(i + 1)).cloned();
     let run = || -> p2p_wgpu::Result<()> {
-        let gpu = p2p_wgpu::Gpu::new(&Default::default())?;
+        let gpu = p2p_wgpu::Gpu::new(&p2p_wgpu::gpu::GpuOptions::from_env())?;
         let report = p2p_wgpu::bench::kernels::run(&gpu, quick)?;
         print!("{}", report.table());
         let path = json.unwrap_or_else(|| "target/bench-kernels.json".into());

@@ -264,8 +264,7 @@ fn flash_injection() {
 /// emulation up to D = 64 with 32-key blocks; the 64-key blocks and larger dims are validated by naga only.
 #[test]
 fn flash_coop_emulated() {
-    let gpu = gpu();
-    if !gpu.has_f16() {
+    if !can_run_f16("flash_coop_emulated") {
         return;
     }
     let f16 = [DType::F16];
@@ -299,6 +298,9 @@ fn flash_coop_emulated() {
 #[test]
 fn flash_coop_real() {
     let gpu = gpu();
+    if !can_run_coop("flash_coop_real") {
+        return;
+    }
     let f16 = [DType::F16];
     for bkv in [32, 64] {
         let core = FlashCore::Coop { bkv };
@@ -309,7 +311,7 @@ fn flash_coop_real() {
             let probe =
                 attention_with(gpu, &mut Recording::new(), &x.tq, &x.tk, &x.tv, &out, &AttentionOpts::heads(2), core);
             if let Err(e) = probe {
-                eprintln!("{core:?} at head dim {d} does not run on {}: {e}", gpu.info.name);
+                can_run("flash_coop_real", "workgroup", false, &format!("cannot run {core:?} at head dim {d}: {e}"));
                 continue;
             }
             let seed = 700 + 10 * i as u64 + bkv as u64;

@@ -289,7 +289,7 @@ fn precision_and_decode_flags() {
     let default = run_with(&[], "default");
     let gpu = common::gpu();
     let f16_default = p2p_wgpu::models::sd::LoadOptions::default_dtype(gpu) == p2p_wgpu::DType::F16;
-    if gpu.has_f16() {
+    if common::can_run_f16("precision flags: --f16 and --vae-f16") {
         let f16_img = run_with(&["--f16"], "f16");
         let e = rel_l2(&f16_img, &wide(&f32_img));
         eprintln!("--f16 vs --f32: relative L2 {e:.2e}");

@@ -3,8 +3,8 @@
 mod common;
 
 use common::*;
-use p2p_wgpu::gpu::tiles::{GemmTile, TilePlan};
 use p2p_wgpu::ops::conv2d::{Conv2dOpts, conv2d, conv2d_with, oihw_to_ohwi, out_size};
+use p2p_wgpu::ops::matmul::tiles::{GemmTile, TilePlan};
 use p2p_wgpu::ops::{Activation, Recording};
 use p2p_wgpu::tensor::DType;
 
@@ -171,11 +171,12 @@ fn sd15_shapes() {
 fn other_tiles() {
     let gpu = gpu();
     let mut plans = vec![(GemmTile::tiled(128, 64, 16, 8, 4), DType::F32)];
-    if gpu.has_f16() {
+    if can_run_f16("other_tiles: the f16 coop-emulated tile") {
         plans.push((GemmTile::coop_emu(2, 32), DType::F16));
     }
     for (tile, dt) in plans {
-        if tile.check(gpu, dt).is_err() {
+        if let Err(why) = tile.check(gpu, dt) {
+            can_run("other_tiles", "workgroup", false, &format!("cannot run tile {tile} ({dt:?}): {why}"));
             continue;
         }
         let p = Some(TilePlan { large: tile, small: tile, vec4: true, narrow: false });

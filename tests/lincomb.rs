@@ -154,8 +154,7 @@ fn large_odd_sizes() {
 
 #[test]
 fn f16_destinations() {
-    if !gpu().has_f16() {
-        eprintln!("adapter without SHADER_F16: f16 destinations not run");
+    if !can_run_f16("f16_destinations") {
         return;
     }
     let mut worst = 0.0f64;

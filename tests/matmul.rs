@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use p2p_wgpu::gpu::tiles::{GemmTile, TilePlan, all_tiles};
+use p2p_wgpu::ops::matmul::tiles::{GemmTile, TilePlan, all_tiles};
 use p2p_wgpu::ops::matmul::{MatmulOpts, matmul, matmul_with, tile_plan};
 use p2p_wgpu::ops::{Activation, Recording};
 use p2p_wgpu::tensor::DType;
@@ -173,23 +173,28 @@ fn coop_core_emulated_4x4() {
 #[test]
 fn every_coop_tile() {
     let gpu = gpu();
-    let tiles: Vec<GemmTile> =
-        all_tiles().into_iter().filter(|t| t.is_coop() && t.check(gpu, DType::F16).is_ok()).collect();
-    if tiles.is_empty() {
-        eprintln!("no cooperative matrices on {}: nothing to run", gpu.info.name);
+    if !can_run_coop("every_coop_tile") {
         return;
     }
+    let tiles: Vec<GemmTile> =
+        all_tiles().into_iter().filter(|t| t.is_coop() && t.check(gpu, DType::F16).is_ok()).collect();
+    assert!(
+        !tiles.is_empty(),
+        "cooperative matrices are usable on {} but no coop tile passes its check",
+        gpu.info.name
+    );
     emulated_coop(&tiles, 80);
 }
 
 fn emulated_coop(tiles: &[GemmTile], seed: u64) {
     let gpu = gpu();
-    if !gpu.has_f16() {
+    if !can_run_f16("the coop GEMM cores") {
         return;
     }
     let mut ran = 0;
     for (i, &tile) in tiles.iter().enumerate() {
-        if tile.check(gpu, DType::F16).is_err() {
+        if let Err(why) = tile.check(gpu, DType::F16) {
+            can_run("the coop GEMM cores", "workgroup", false, &format!("cannot run tile {tile}: {why}"));
             continue;
         }
         ran += 1;
@@ -223,7 +228,7 @@ fn shape_errors_are_results() {
 #[test]
 #[ignore]
 fn tile_timings() {
-    use p2p_wgpu::gpu::tiles::candidates;
+    use p2p_wgpu::ops::matmul::tiles::candidates;
     let gpu = gpu();
     for dt in dtypes() {
         for tile in candidates(gpu, dt) {
@@ -267,7 +272,7 @@ fn autotune_times_every_candidate() {
     let gpu = gpu();
     for dt in dtypes() {
         let r = p2p_wgpu::ops::matmul::autotune(gpu, dt).unwrap();
-        let cands = p2p_wgpu::gpu::tiles::candidates(gpu, dt);
+        let cands = p2p_wgpu::ops::matmul::tiles::candidates(gpu, dt);
         for (t, gl, gs) in &r.timings {
             println!("{dt:?} {t}: {gl:.2} / {gs:.2} GFLOP/s");
         }

@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 use p2p_wgpu::Error;
-use p2p_wgpu::gpu::Kernel;
 use p2p_wgpu::gpu::preprocess::{Defines, expand};
+use p2p_wgpu::gpu::{Gpu, GpuOptions, Kernel};
 use p2p_wgpu::ops::matmul::{MatmulOpts, matmul};
 use p2p_wgpu::ops::{Recording, copy};
 use p2p_wgpu::tensor::{DType, Tensor};
@@ -41,33 +41,46 @@ fn kernel_errors_are_results() {
     assert!(e.to_string().contains("matmul/linear.wgsl"), "{e}");
 }
 
+/// The binding cap of [`small_binding_gpu`]: 4 MiB, far below any adapter's limit, so that exceeding it is cheap.
+const SMALL_BINDING: u64 = 4 << 20;
+
+/// A second device on the test adapter whose storage-binding limit is lowered to [`SMALL_BINDING`].
+fn small_binding_gpu() -> &'static Gpu {
+    static G: std::sync::OnceLock<Gpu> = std::sync::OnceLock::new();
+    G.get_or_init(|| {
+        let opts = GpuOptions { max_binding: Some(SMALL_BINDING), ..GpuOptions::from_env() };
+        let g = Gpu::new(&opts).expect("a second device on the test adapter");
+        assert_eq!(g.limits.max_storage_buffer_binding_size, SMALL_BINDING, "the lowered binding limit");
+        g
+    })
+}
+
 #[test]
 fn binding_over_the_limit_is_a_clear_error() {
-    let gpu = gpu();
-    let max = gpu.limits.max_storage_buffer_binding_size;
-    let n = (max / 4 + 64) as usize;
+    let gpu = small_binding_gpu();
+    let n = (SMALL_BINDING / 4 + 64) as usize;
     let big = Tensor::empty(gpu, &[n], DType::F32).unwrap();
-    let e = big.binding(gpu, "test op").map(|_| ()).unwrap_err();
+    let dst = Tensor::empty(gpu, &[n], DType::F32).unwrap();
+    let mut rec = Recording::new();
+    let e = copy::copy(gpu, &mut rec, &big, &dst).map(|_| ()).unwrap_err();
     assert!(matches!(e, Error::Limit { .. }) && e.to_string().contains("binds at most"), "{e}");
+    assert!(e.to_string().contains(&format!("[{n}] f32 tensor")), "{e}");
 }
 
 /// A shared-weight GEMM whose A and C exceed the binding limit is split into row chunks and still exact.
 #[test]
 fn gemm_splits_rows_over_the_binding_limit() {
-    let gpu = gpu();
+    let gpu = small_binding_gpu();
     let max = gpu.limits.max_storage_buffer_binding_size as usize;
-    if max > 512 << 20 {
-        eprintln!("skipped: binding limit {max} too large to exceed cheaply on this adapter");
-        return;
-    }
     let (k, n) = (32usize, 3usize);
     let m = max / (k * 4) + 1000;
     let mut rng = Rng::new(7);
     let av = rng.vec(m * k, 1.0);
     let bv = rng.vec(n * k, 1.0);
-    let (a, _) = upload(&[m, k], DType::F32, &av);
-    let (b, _) = upload(&[n, k], DType::F32, &bv);
-    let c = poisoned(&[m, n], DType::F32);
+    let a = Tensor::from_f32(gpu, &[m, k], DType::F32, &av).unwrap();
+    let b = Tensor::from_f32(gpu, &[n, k], DType::F32, &bv).unwrap();
+    let c = Tensor::empty(gpu, &[m, n], DType::F32).unwrap();
+    c.fill(gpu, f32::NAN).unwrap();
     let mut rec = Recording::new();
     matmul(gpu, &mut rec, &a, &b, &c, &MatmulOpts { trans_b: true, ..Default::default() }).unwrap();
     assert!(rec.len() >= 2, "expected a split, got {} dispatch(es)", rec.len());
@@ -78,7 +91,7 @@ fn gemm_splits_rows_over_the_binding_limit() {
             want[i * n + j] = (0..k).map(|x| av[i * k + x] as f64 * bv[j * k + x] as f64).sum();
         }
     }
-    check("split gemm", &download(&c), &want, 1e-5);
+    check("split gemm", &c.to_f32(gpu).unwrap(), &want, 1e-5);
 }
 
 #[test]

@@ -106,7 +106,7 @@ pub struct MemoryPlan {
 
 pub fn run(a: &InfoArgs, opts: GpuOptions) -> Result<()> {
     let gpu = Gpu::new(&opts)?;
-    print!("{}", gpu.report());
+    print!("{}{}", gpu.report(), crate::ops::report::kernel_report(&gpu));
     let Some(dir) = &a.model else { return Ok(()) };
     let (dtype, vae_dtype) = Precision { f16: a.f16, f32: a.f32, vae_f16: a.vae_f16 }.resolve(&gpu)?;
     if crate::models::cascade::is_cascade(dir)? {

@@ -1,4 +1,4 @@
-//! Benchmarks that live in the library so that `cargo bench`, `p2p-wgpu bench` and a quick-mode test share them.
+//! Benchmarks that live in the library so that `cargo bench` and a quick-mode test (tests/bench_quick.rs) share them.
 //! Each reports time per call, GFLOP/s or GB/s, and the fraction of the device's peak measured in the same run.
 pub mod kernels;
 pub mod sd;

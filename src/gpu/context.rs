@@ -133,7 +133,10 @@ impl Gpu {
             .iter()
             .map(|p| CoopConfig { m: p.m_size, n: p.n_size, k: p.k_size, ab: scalar(p.ab_type), cr: scalar(p.cr_type) })
             .collect();
-        let limits = adapter.limits();
+        let mut limits = adapter.limits();
+        if let Some(cap) = opts.max_binding {
+            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(cap);
+        }
         let experimental = if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
             // SAFETY: the experimental opt-in is required for cooperative matrices; we only use them in kernels
             // validated by naga in our tests, and fall back to portable kernels when absent.
@@ -195,6 +198,12 @@ impl Gpu {
     pub fn has_coop_f16_f32(&self) -> bool {
         self.has_f16()
             && self.coop.iter().any(|c| c.m == 16 && c.n == 16 && c.k == 16 && c.ab == "f16" && c.cr == "f32")
+    }
+
+    /// Whether the cooperative-matrix kernel cores can run: 16×16×16 f16→f32 and a subgroup size fixed at 32 (the
+    /// cores map 4 subgroups of 32 lanes onto their tile).
+    pub fn coop_usable(&self) -> bool {
+        self.has_coop_f16_f32() && self.info.subgroup_min_size == 32 && self.info.subgroup_max_size == 32
     }
 
     /// Returns (and clears) a fault reported through wgpu's callbacks.

@@ -6,15 +6,27 @@ use std::sync::Arc;
 use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
 
 use super::Gpu;
 use super::pipeline::Kernel;
+use super::pool::PooledBuffer;
+
+/// A byte range of a pooled storage buffer that a kernel binds (what a tensor is to the runtime).
+pub trait Storage {
+    /// The pooled buffer holding the range.
+    fn pooled(&self) -> &Arc<PooledBuffer>;
+    /// Byte offset of the range in the buffer.
+    fn offset(&self) -> u64;
+    /// Bytes the binding covers (a multiple of 4, at least 4).
+    fn binding_bytes(&self) -> u64;
+    /// What the range holds, for errors (a tensor's shape and type).
+    fn describe(&self) -> String;
+}
 
 /// One resource bound at a binding index of group 0.
 pub enum Bind<'a> {
-    /// A tensor as a storage buffer (its byte range).
-    T(&'a Tensor),
+    /// A tensor (any [`Storage`]) as a storage buffer: its byte range.
+    T(&'a dyn Storage),
     /// Bytes of a typed uniform struct (`bytemuck::bytes_of(&params)`).
     Uniform(&'a [u8]),
     /// A whole buffer the caller keeps (a persistent uniform block it rewrites with queue writes between runs).
@@ -27,11 +39,11 @@ pub struct Dispatch {
     pub pipeline: Arc<wgpu::ComputePipeline>,
     pub bind_group: wgpu::BindGroup,
     pub groups: [u32; 3],
-    /// The tensors of the shared pool (`Gpu::pool`) this dispatch binds, held as long as it exists: a bind group
+    /// The buffers of the shared pool (`Gpu::pool`) this dispatch binds, held as long as it exists: a bind group
     /// keeps its wgpu buffers alive but not their place in the pool, so a tensor dropped while a kept recording
     /// still binds it could be handed to a later allocation (and written by the host) before the recording is
-    /// replayed. Tensors of a recording's own arena are not held: reusing them within that recording is the point.
-    pub keep: Vec<crate::tensor::Tensor>,
+    /// replayed. Buffers of a recording's own arena are not held: reusing them within that recording is the point.
+    pub keep: Vec<Arc<PooledBuffer>>,
 }
 
 impl Dispatch {
@@ -57,6 +69,26 @@ pub fn grid_1d(n: u32) -> [u32; 3] {
 }
 
 impl Gpu {
+    /// The binding of a storage range, refused (as an op limit) when it exceeds the adapter's binding size.
+    fn storage_binding<'a>(&self, t: &'a dyn Storage, op: &str) -> Result<wgpu::BindingResource<'a>> {
+        let size = t.binding_bytes();
+        let max = self.limits.max_storage_buffer_binding_size;
+        if size > max {
+            return Err(Error::limit(
+                op,
+                format!(
+                    "a {} needs a {size}-byte binding; this adapter binds at most {max} bytes (the op must split it)",
+                    t.describe()
+                ),
+            ));
+        }
+        Ok(wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: t.pooled().buffer(),
+            offset: t.offset(),
+            size: std::num::NonZeroU64::new(size),
+        }))
+    }
+
     /// Builds a dispatch of `kernel` with `binds` at their binding indices and a grid of `groups`.
     pub fn dispatch(&self, op: &str, kernel: &Kernel, binds: &[(u32, Bind)], groups: [u32; 3]) -> Result<Dispatch> {
         for (i, g) in groups.iter().enumerate() {
@@ -85,7 +117,7 @@ impl Gpu {
         let mut u = uniforms.iter();
         for (idx, b) in binds {
             let resource = match b {
-                Bind::T(t) => t.binding(self, op)?,
+                Bind::T(t) => self.storage_binding(*t, op)?,
                 Bind::Uniform(_) => u.next().expect("one uniform buffer per uniform bind").as_entire_binding(),
                 Bind::Buffer(b) => b.as_entire_binding(),
             };
@@ -102,7 +134,7 @@ impl Gpu {
         let keep = binds
             .iter()
             .filter_map(|(_, b)| match b {
-                Bind::T(t) if t.is_from(&self.pool) => Some((*t).clone()),
+                Bind::T(t) if t.pooled().is_from(&self.pool) => Some(t.pooled().clone()),
                 _ => None,
             })
             .collect();

@@ -8,7 +8,6 @@ pub mod pool;
 pub mod preprocess;
 pub mod profile;
 mod report;
-pub mod tiles;
 pub mod timing;
 
 mod kernel_files {
@@ -16,6 +15,6 @@ mod kernel_files {
 }
 
 pub use context::{CoopConfig, Gpu, GpuOptions};
-pub use dispatch::{Bind, Dispatch, grid_1d};
+pub use dispatch::{Bind, Dispatch, Storage, grid_1d};
 pub use pipeline::Kernel;
 pub use preprocess::Defines;

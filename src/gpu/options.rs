@@ -29,6 +29,9 @@ pub struct GpuOptions {
     /// None: no tuning cache (an autotune is used for the run only).
     pub tile_cache: Option<PathBuf>,
     pub profile: bool,
+    /// Caps the storage-binding size requested from the adapter (bytes; None: the adapter's own limit), so that
+    /// the ops' splitting over the binding limit can be exercised on any adapter. Not read from the environment.
+    pub max_binding: Option<u64>,
 }
 
 fn set(v: Option<OsString>) -> Option<OsString> {
@@ -49,6 +52,7 @@ impl GpuOptions {
             autotune: var("P2P_WGPU_AUTOTUNE").is_some_and(|v| v != "0"),
             tile_cache: default_cache_path(),
             profile: var("P2P_WGPU_PROFILE").is_some(),
+            max_binding: None,
         }
     }
 }

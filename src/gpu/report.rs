@@ -1,5 +1,5 @@
-//! The text `p2p-wgpu info` prints: adapter, backend, driver, the optional features we use, key limits and the
-//! cooperative-matrix configurations.
+//! The adapter half of what `p2p-wgpu info` prints: adapter, backend, driver, the optional features we use, key
+//! limits and the cooperative-matrix configurations (the kernel choices on it are `ops::report`).
 use super::Gpu;
 use super::context::WANTED_FEATURES;
 
@@ -40,45 +40,6 @@ impl Gpu {
                 s += &format!("  {}x{}x{} {} -> {}\n", c.m, c.n, c.k, c.ab, c.cr);
             }
         }
-        let core = crate::ops::matmul::choose_core(self, crate::tensor::DType::F16);
-        s += &format!("f16 GEMM core: {core:?}\n");
-        s += &format!("GEMM tiles ({:?} class; {}):\n", super::tiles::classify(&self.info), self.tile_source());
-        for dt in [crate::tensor::DType::F32, crate::tensor::DType::F16] {
-            if dt == crate::tensor::DType::F16 && !self.has_f16() {
-                continue;
-            }
-            match crate::ops::matmul::tile_plan(self, dt) {
-                Ok(p) => s += &format!("  {:<4} large {}, small {}\n", dt.name(), p.large, p.small),
-                Err(e) => s += &format!("  {:<4} {e}\n", dt.name()),
-            }
-        }
-        let flash: Vec<String> = [40, 64, 80, 160]
-            .iter()
-            .map(|&d| format!("{d}: {:?}", crate::ops::attention::flash_core(self, crate::tensor::DType::F16, d)))
-            .collect();
-        s += &format!("f16 flash attention by head dim: {}\n", flash.join(", "));
         s
-    }
-
-    /// Where the GEMM tiles come from: `P2P_WGPU_GEMM`, a cached autotune (with the cache file), or the table.
-    fn tile_source(&self) -> String {
-        if self.options.gemm.is_some() {
-            return "P2P_WGPU_GEMM".to_string();
-        }
-        let file = self.options.tile_cache.as_ref().map_or("no cache folder".to_string(), |p| p.display().to_string());
-        if super::tiles::tuned(self, crate::tensor::DType::F32).is_some()
-            || super::tiles::tuned(self, crate::tensor::DType::F16).is_some()
-        {
-            if super::tiles::TileCache::load(self.options.tile_cache.as_deref())
-                .adapters
-                .contains_key(&super::tiles::adapter_key(self))
-            {
-                format!("autotuned, cached in {file}")
-            } else {
-                format!("autotuned for this run only: {file} could not be written")
-            }
-        } else {
-            format!("table; P2P_WGPU_AUTOTUNE=1 tunes and caches in {file}")
-        }
     }
 }

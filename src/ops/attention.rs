@@ -159,7 +159,7 @@ pub fn flash_coop_bytes(d: usize, bkv: usize, emu: bool) -> u32 {
 /// where the adapter has 16×16×16 f16→f32 cooperative matrices with subgroup size 32 (unless `P2P_WGPU_NO_COOP`),
 /// with the largest key block whose workgroup memory fits; else the portable one.
 pub fn flash_core(gpu: &Gpu, dtype: DType, d: usize) -> FlashCore {
-    if dtype != DType::F16 || !crate::gpu::tiles::coop_usable(gpu) || gpu.options.no_coop {
+    if dtype != DType::F16 || !gpu.coop_usable() || gpu.options.no_coop {
         return FlashCore::Portable;
     }
     let limit = gpu.limits.max_compute_workgroup_storage_size;
@@ -329,7 +329,7 @@ pub fn attention_with(
             if q.dtype != DType::F16 || !(bkv == 32 || bkv == 64) {
                 return Err(Error::shape(op, format!("{core:?} takes f16 tensors and key blocks of 32 or 64")));
             }
-            if !emu && !crate::gpu::tiles::coop_usable(gpu) {
+            if !emu && !gpu.coop_usable() {
                 return Err(Error::shape(op, "the adapter has no 16×16 f16 cooperative matrices (subgroup size 32)"));
             }
             let need = flash_coop_bytes(s.d, bkv, emu);

@@ -62,7 +62,7 @@ fn conv_kernel(tile: GemmTile, vec4: bool, dt: DType, bias: bool, residual: bool
 /// Every conv variant (each GEMM tile, portable tiles in f32 and f16, coop tiles in f16), for the naga test.
 pub fn variants() -> Vec<Kernel> {
     let mut v = Vec::new();
-    for tile in crate::gpu::tiles::all_tiles() {
+    for tile in crate::ops::matmul::tiles::all_tiles() {
         let dtypes: &[DType] = if tile.f16_only() { &[DType::F16] } else { &[DType::F32, DType::F16] };
         for &dt in dtypes {
             for (bias, residual) in [(false, false), (true, false), (true, true)] {

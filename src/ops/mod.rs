@@ -10,6 +10,7 @@ pub mod embed;
 pub mod lincomb;
 pub mod matmul;
 pub mod norm;
+pub mod report;
 pub mod resample;
 pub mod softmax;
 mod split;

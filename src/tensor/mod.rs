@@ -207,27 +207,6 @@ impl Tensor {
         self.buf.is_from(pool)
     }
 
-    pub fn binding<'a>(&'a self, gpu: &Gpu, op: &str) -> Result<wgpu::BindingResource<'a>> {
-        let size = padded(self.bytes()).max(4);
-        let max = gpu.limits.max_storage_buffer_binding_size;
-        if size > max {
-            return Err(Error::limit(
-                op,
-                format!(
-                    "a {:?} {} tensor needs a {size}-byte binding; this adapter binds at most {max} bytes \
-                     (the op must split it)",
-                    self.shape,
-                    self.dtype.name()
-                ),
-            ));
-        }
-        Ok(wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-            buffer: self.buffer(),
-            offset: self.offset,
-            size: std::num::NonZeroU64::new(size),
-        }))
-    }
-
     /// Checks shape and dtype; `op` and `name` go into the error.
     pub fn expect(&self, op: &str, name: &str, shape: &[usize], dtype: DType) -> Result<()> {
         if self.shape != shape || self.dtype != dtype {
@@ -237,5 +216,20 @@ impl Tensor {
             ));
         }
         Ok(())
+    }
+}
+
+impl crate::gpu::Storage for Tensor {
+    fn pooled(&self) -> &Arc<PooledBuffer> {
+        &self.buf
+    }
+    fn offset(&self) -> u64 {
+        self.offset
+    }
+    fn binding_bytes(&self) -> u64 {
+        padded(self.bytes()).max(4)
+    }
+    fn describe(&self) -> String {
+        format!("{:?} {} tensor", self.shape, self.dtype.name())
     }
 }

@@ -16,9 +16,35 @@ pub fn gpu() -> &'static Gpu {
     })
 }
 
+/// Whether a test that needs an adapter `feature` (`"f16"`, `"coop"`, ...) can run on the test GPU (`have`).
+/// When it cannot, prints `SKIPPED: <test>: <why>` and returns false, so the skip shows in `--nocapture` runs and
+/// in the log of a failing run; but when `P2P_WGPU_REQUIRE` lists the feature (comma-separated, `all` for every
+/// feature) the test fails instead, so that a run on a GPU that should have it cannot pass silently.
+pub fn can_run(test: &str, feature: &str, have: bool, why: &str) -> bool {
+    if have {
+        return true;
+    }
+    let required = std::env::var("P2P_WGPU_REQUIRE").unwrap_or_default();
+    if required.split(',').map(str::trim).any(|r| r == feature || r == "all") {
+        panic!("{test}: P2P_WGPU_REQUIRE has {feature:?} but {} {why}", gpu().info.name);
+    }
+    eprintln!("SKIPPED: {test}: {} {why}", gpu().info.name);
+    false
+}
+
+/// [`can_run`] for SHADER_F16.
+pub fn can_run_f16(test: &str) -> bool {
+    can_run(test, "f16", gpu().has_f16(), "has no SHADER_F16")
+}
+
+/// [`can_run`] for the cooperative-matrix cores (`Gpu::coop_usable`).
+pub fn can_run_coop(test: &str) -> bool {
+    can_run(test, "coop", gpu().coop_usable(), "has no usable cooperative matrices (16x16x16 f16->f32, 32 lanes)")
+}
+
 /// Storage types the test GPU can run: f32 always, f16 when the adapter has SHADER_F16.
 pub fn dtypes() -> Vec<DType> {
-    if gpu().has_f16() { vec![DType::F32, DType::F16] } else { vec![DType::F32] }
+    if can_run_f16("the f16 variants of this test") { vec![DType::F32, DType::F16] } else { vec![DType::F32] }
 }
 
 /// A seeded generator over the crate's SplitMix64 (`noise`), so failures reproduce.

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use super::Gpu;
+use crate::gpu::Gpu;
 use crate::tensor::DType;
 
 /// Which GEMM core runs.
@@ -171,7 +171,7 @@ impl GemmTile {
                     if !gpu.has_f16() || l.max_compute_invocations_per_workgroup < 128 {
                         return Err("the emulated coop core needs SHADER_F16 and 128 invocations".into());
                     }
-                } else if !coop_usable(gpu) {
+                } else if !gpu.coop_usable() {
                     return Err("no 16×16×16 f16→f32 cooperative matrices with subgroup size 32".into());
                 }
                 if self.core != GemmCore::CoopBasic
@@ -189,12 +189,6 @@ impl std::fmt::Display for GemmTile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.name())
     }
-}
-
-/// Whether the cooperative-matrix cores can run: 16×16×16 f16→f32 and a subgroup size fixed at 32 (the cores map
-/// 4 subgroups of 32 lanes onto their tile).
-pub fn coop_usable(gpu: &Gpu) -> bool {
-    gpu.has_coop_f16_f32() && gpu.info.subgroup_min_size == 32 && gpu.info.subgroup_max_size == 32
 }
 
 /// The adapter classes of the tile table.
@@ -272,7 +266,7 @@ pub fn table(gpu: &Gpu, dtype: DType) -> TilePlan {
     let first = |c: &[GemmTile]| c.iter().copied().find(fits).unwrap_or(TILED_32);
     let class = classify(&gpu.info);
     let vec4 = class != AdapterClass::Cpu;
-    if dtype == DType::F16 && coop_usable(gpu) && !gpu.options.no_coop {
+    if dtype == DType::F16 && gpu.coop_usable() && !gpu.options.no_coop {
         let large = first(&[GemmTile::coop(4, 32), GemmTile::coop(4, 16), GemmTile::coop(2, 32), GemmTile::COOP_BASIC]);
         let small = first(&[GemmTile::coop(2, 32), GemmTile::coop(2, 16), GemmTile::COOP_BASIC]);
         return TilePlan { large, small, vec4, narrow: false };

@@ -50,7 +50,8 @@ pub struct MatmulOpts<'a> {
     pub residual: Option<&'a Tensor>,
 }
 
-pub use crate::gpu::tiles::{GemmCore, GemmTile, TilePlan};
+pub mod tiles;
+pub use tiles::{GemmCore, GemmTile, TilePlan};
 
 /// The kernel files of one GEMM family, one per core.
 #[derive(Clone, Copy, Debug)]
@@ -70,7 +71,7 @@ pub(crate) const LINEAR_FILES: GemmFiles = GemmFiles {
 
 /// The tile plan for `dtype` on `gpu`: `P2P_WGPU_GEMM` (one tile name for every GEMM, see [`GemmTile::name`]),
 /// else a tuning cached for this adapter (or run now when `P2P_WGPU_AUTOTUNE` is set), else the adapter-class
-/// table ([`crate::gpu::tiles::table`]). `P2P_WGPU_NO_COOP=1` keeps cooperative matrices out of the table and the
+/// table ([`crate::ops::matmul::tiles::table`]). `P2P_WGPU_NO_COOP=1` keeps cooperative matrices out of the table and the
 /// autotune.
 pub fn tile_plan(gpu: &Gpu, dtype: DType) -> Result<TilePlan> {
     if let Some(v) = gpu.options.gemm.clone() {
@@ -80,18 +81,23 @@ pub fn tile_plan(gpu: &Gpu, dtype: DType) -> Result<TilePlan> {
         // f32 GEMMs cannot take a coop tile: they keep the table's choice.
         if !(t.f16_only() && dtype != DType::F16) {
             t.check(gpu, dtype).map_err(|e| Error::msg(format!("P2P_WGPU_GEMM={v} on {}: {e}", gpu.info.name)))?;
-            return Ok(TilePlan { large: t, small: t, vec4: crate::gpu::tiles::table(gpu, dtype).vec4, narrow: false });
+            return Ok(TilePlan {
+                large: t,
+                small: t,
+                vec4: crate::ops::matmul::tiles::table(gpu, dtype).vec4,
+                narrow: false,
+            });
         }
     }
     let no_coop = gpu.options.no_coop;
-    if let Some(plan) = crate::gpu::tiles::tuned(gpu, dtype) {
+    if let Some(plan) = crate::ops::matmul::tiles::tuned(gpu, dtype) {
         if !(no_coop && (plan.large.is_coop() || plan.small.is_coop())) {
             return Ok(plan);
         }
     }
     if gpu.options.autotune {
         let r = autotune(gpu, dtype)?;
-        let saved = crate::gpu::tiles::remember(gpu, dtype, r.stored());
+        let saved = crate::ops::matmul::tiles::remember(gpu, dtype, r.stored());
         let stored = match &saved {
             Ok(path) => format!("cached in {}", path.display()),
             Err(why) => format!("not cached ({why}): used for this run only"),
@@ -105,7 +111,7 @@ pub fn tile_plan(gpu: &Gpu, dtype: DType) -> Result<TilePlan> {
         ));
         return Ok(r.plan);
     }
-    Ok(crate::gpu::tiles::table(gpu, dtype))
+    Ok(crate::ops::matmul::tiles::table(gpu, dtype))
 }
 
 /// The core large `dtype` GEMMs use on `gpu` (what `p2p-wgpu info` and the benchmarks report).
@@ -145,11 +151,11 @@ pub(crate) fn gemm_kernel(
         .def("ACT", format!("{}u", act.id()))
 }
 
-/// Every variant of the GEMM kernels (every tile of [`crate::gpu::tiles::all_tiles`]; portable tiles in f32 and
+/// Every variant of the GEMM kernels (every tile of [`crate::ops::matmul::tiles::all_tiles`]; portable tiles in f32 and
 /// f16, coop tiles in f16), for the naga test.
 pub fn variants() -> Vec<Kernel> {
     let mut v = Vec::new();
-    for tile in crate::gpu::tiles::all_tiles() {
+    for tile in crate::ops::matmul::tiles::all_tiles() {
         let dtypes: &[DType] = if tile.f16_only() { &[DType::F16] } else { &[DType::F32, DType::F16] };
         for &dt in dtypes {
             for trans_b in [false, true] {
@@ -176,11 +182,11 @@ pub struct TuneReport {
 
 impl TuneReport {
     /// The plan as the tile cache stores it.
-    pub fn stored(&self) -> crate::gpu::tiles::TunedPlan {
+    pub fn stored(&self) -> crate::ops::matmul::tiles::TunedPlan {
         let gf = |t: GemmTile, large: bool| {
             self.timings.iter().find(|r| r.0 == t).map_or(0.0, |r| if large { r.1 } else { r.2 })
         };
-        crate::gpu::tiles::TunedPlan {
+        crate::ops::matmul::tiles::TunedPlan {
             large: self.plan.large.name(),
             small: self.plan.small.name(),
             vec4: self.plan.vec4,
@@ -190,11 +196,11 @@ impl TuneReport {
     }
 }
 
-/// Times every candidate tile ([`crate::gpu::tiles::candidates`]) on two representative linear-layer GEMMs with
+/// Times every candidate tile ([`crate::ops::matmul::tiles::candidates`]) on two representative linear-layer GEMMs with
 /// GPU timestamps (wall clock without them): a large one (SD 1.5's 64×64-latent `ff.net.2`, 4096×1280 → 320, with
 /// M and K cut on software rasterisers) and a small one (2 × 77 text tokens × 768 → 320, the cross-attention K/V
 /// projection), and picks the fastest of each. Candidates whose result is wrong are skipped. Storing the choice
-/// is the caller's ([`tile_plan`] does, through [`crate::gpu::tiles::remember`]).
+/// is the caller's ([`tile_plan`] does, through [`crate::ops::matmul::tiles::remember`]).
 pub fn autotune(gpu: &Gpu, dtype: DType) -> Result<TuneReport> {
     let cpu = gpu.info.device_type == wgpu::DeviceType::Cpu;
     let (lm, lk, ln) = if cpu { (512, 320, 320) } else { (4096, 1280, 320) };
@@ -203,7 +209,7 @@ pub fn autotune(gpu: &Gpu, dtype: DType) -> Result<TuneReport> {
     let large = TuneCase::new(gpu, dtype, lm, lk, ln)?;
     let small = TuneCase::new(gpu, dtype, sm, sk, sn)?;
     let mut timings = Vec::new();
-    for tile in crate::gpu::tiles::candidates(gpu, dtype) {
+    for tile in crate::ops::matmul::tiles::candidates(gpu, dtype) {
         let (Some(gl), Some(gs)) = (large.gflops(gpu, tile, iters)?, small.gflops(gpu, tile, iters)?) else {
             continue;
         };
@@ -214,7 +220,7 @@ pub fn autotune(gpu: &Gpu, dtype: DType) -> Result<TuneReport> {
         return Err(Error::msg(format!("GEMM autotune on {}: no candidate tile ran correctly", gpu.info.name)));
     };
     Ok(TuneReport {
-        plan: TilePlan { large, small, vec4: crate::gpu::tiles::table(gpu, dtype).vec4, narrow: false },
+        plan: TilePlan { large, small, vec4: crate::ops::matmul::tiles::table(gpu, dtype).vec4, narrow: false },
         timings,
     })
 }
@@ -252,7 +258,7 @@ impl TuneCase {
     fn gflops(&self, gpu: &Gpu, tile: GemmTile, iters: u32) -> Result<Option<f64>> {
         let mut rec = Recording::new();
         let o = MatmulOpts { trans_b: true, ..Default::default() };
-        let vec4 = crate::gpu::tiles::table(gpu, self.a.dtype).vec4;
+        let vec4 = crate::ops::matmul::tiles::table(gpu, self.a.dtype).vec4;
         matmul_with(
             gpu,
             &mut rec,
