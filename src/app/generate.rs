@@ -257,7 +257,7 @@ pub fn default_model() -> Option<PathBuf> {
     let rel = Path::new("models").join("default");
     [rel.clone(), Path::new(env!("CARGO_MANIFEST_DIR")).join(&rel)]
         .into_iter()
-        .find(|d| d.join("model_index.json").is_file())
+        .find(|d| d.join(crate::weights::folder::MODEL_INDEX).is_file())
 }
 
 /// The model folder: `--model`, else the shipped default.

@@ -16,6 +16,7 @@ use crate::p2p::{EditPlan, EditSpec};
 use crate::pipelines::{Denoiser, EditRun, Generate, StageCond};
 use crate::session::{Precision, weight_variant};
 use crate::tensor::DType;
+use crate::weights::folder::{SR_UNET, TEXT_ENCODER, UNET, VAE};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct InfoArgs {
@@ -185,7 +186,7 @@ impl MemoryPlan {
 
 /// Loads `dir` and records (does not run) every phase of a `a.batch`-prompt generation and edit.
 pub fn plan_sd(gpu: &Gpu, dir: &std::path::Path, a: &InfoArgs, dtype: DType, vae_dtype: DType) -> Result<MemoryPlan> {
-    let variant = weight_variant(dir, a.variant.as_deref(), dtype, &["text_encoder", "unet", "vae"]);
+    let variant = weight_variant(dir, a.variant.as_deref(), dtype, &[TEXT_ENCODER, UNET, VAE]);
     let mut sd = StableDiffusion::load(gpu, dir, &LoadOptions { dtype, vae_dtype, variant })?;
     sd.vae.tiling = DecodeOptions {
         tiling: if a.vae_tile { Tiling::Always } else { Tiling::Auto },
@@ -311,7 +312,7 @@ fn unet_plan(gpu: &Gpu, stage: Denoiser, b: usize, s: usize, cc: usize) -> Resul
 }
 
 fn cascade_info(gpu: &Gpu, dir: &std::path::Path, a: &InfoArgs, dtype: DType) -> Result<()> {
-    let variant = weight_variant(dir, a.variant.as_deref(), dtype, &["text_encoder", "unet", "sr_unet"]);
+    let variant = weight_variant(dir, a.variant.as_deref(), dtype, &[TEXT_ENCODER, UNET, SR_UNET]);
     let m = crate::models::cascade::Cascade::load(gpu, dir, &LoadOptions { dtype, vae_dtype: DType::F32, variant })?;
     let (u, s, t) = (m.unet.param_bytes, m.sr_unet.param_bytes, m.text_encoder.param_bytes);
     println!("model: {} (cascade: pixel-space base + super-resolution)", dir.display());

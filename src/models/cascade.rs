@@ -34,7 +34,7 @@
 //! N + 1 and the SR initial noise from seed N + 2 (wrapping), both `[1, 3, H, W]`. `--latents FILE` replaces the
 //! base noise by its tensor `latents`, and the SR noises by its tensors `sr_aug_noise` / `sr_latents` when present
 //! (else they come from the seed); `--save-latents FILE` writes all three.
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{Value, json};
 
@@ -42,12 +42,15 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::schedulers::SchedulerConfig;
 use crate::text::Tokenizer;
+use crate::weights::folder::{
+    DiffusersFolder, MODEL_INDEX, SCHEDULER, SR_SCHEDULER, SR_UNET, TEXT_ENCODER, TOKENIZER, UNET,
+};
 use crate::weights::read_json;
 
 use super::clip::ClipTextModel;
-use super::config::Config;
 use super::sd::LoadOptions;
 use super::unet::{ClassEmbed, UNet};
+use crate::weights::config::Config;
 
 /// `model_index.json`'s `_class_name` of a cascade folder.
 pub const CLASS_NAME: &str = "P2PCascadePipeline";
@@ -59,7 +62,7 @@ pub const RGB: usize = 3;
 /// Whether `dir` holds a cascade: its `model_index.json` names [`CLASS_NAME`]. A folder without a
 /// `model_index.json` is not one (it may still be a Stable Diffusion folder).
 pub fn is_cascade(dir: &Path) -> Result<bool> {
-    let path = dir.join("model_index.json");
+    let path = dir.join(MODEL_INDEX);
     if !path.is_file() {
         return Ok(false);
     }
@@ -83,17 +86,17 @@ impl CascadeIndex {
     /// Reads `dir/model_index.json` strictly: the pipeline class, every component with a supported class, the SR
     /// options, and no other key.
     pub fn read(dir: &Path) -> Result<CascadeIndex> {
-        let name = "model_index.json";
+        let name = MODEL_INDEX;
         let mut c = Config::from_value(name, read_json(&dir.join(name))?)?;
         c.expect("_class_name", &[json!(CLASS_NAME)])?;
         let unet = json!(["diffusers", "UNet2DConditionModel"]);
         let components: [(&str, Vec<Value>); 6] = [
-            ("text_encoder", vec![json!(["transformers", "CLIPTextModel"])]),
-            ("tokenizer", vec![json!(["transformers", "CLIPTokenizer"]), json!(["transformers", "CLIPTokenizerFast"])]),
-            ("unet", vec![unet.clone()]),
-            ("sr_unet", vec![unet]),
-            ("scheduler", vec![]),
-            ("sr_scheduler", vec![]),
+            (TEXT_ENCODER, vec![json!(["transformers", "CLIPTextModel"])]),
+            (TOKENIZER, vec![json!(["transformers", "CLIPTokenizer"]), json!(["transformers", "CLIPTokenizerFast"])]),
+            (UNET, vec![unet.clone()]),
+            (SR_UNET, vec![unet]),
+            (SCHEDULER, vec![]),
+            (SR_SCHEDULER, vec![]),
         ];
         for (k, classes) in components {
             let v = c.get(k).ok_or_else(|| Error::model(format!("{name}: component `{k}` is not listed")))?;
@@ -167,20 +170,10 @@ fn relabel(e: Error, from: &str, to: &str) -> Error {
 impl Cascade {
     /// Loads a cascade folder; every missing folder, file, option or tensor is named.
     pub fn load(gpu: &Gpu, dir: &Path, o: &LoadOptions) -> Result<Cascade> {
-        if !dir.is_dir() {
-            return Err(Error::model(format!("model folder {} does not exist", dir.display())));
-        }
+        let folder = DiffusersFolder::open(dir)?;
         let index = CascadeIndex::read(dir)?;
         let variant = o.variant.as_deref();
-        let sub = |name: &str| -> Result<PathBuf> {
-            let p = dir.join(name);
-            if p.is_dir() { Ok(p) } else { Err(Error::model(format!("{}: missing the {name}/ folder", dir.display()))) }
-        };
-        // Every folder first, so that a missing one is reported before any weights load.
-        let dirs: Vec<PathBuf> = ["text_encoder", "tokenizer", "unet", "scheduler", "sr_unet", "sr_scheduler"]
-            .iter()
-            .map(|n| sub(n))
-            .collect::<Result<_>>()?;
+        let dirs = folder.component_dirs([TEXT_ENCODER, TOKENIZER, UNET, SCHEDULER, SR_UNET, SR_SCHEDULER])?;
         let text_encoder = ClipTextModel::load(gpu, &dirs[0], variant, o.dtype)?;
         let tokenizer = Tokenizer::from_dir(&dirs[1], text_encoder.config.max_position_embeddings)?;
         let unet = UNet::load(gpu, &dirs[2], variant, o.dtype)?;
@@ -188,7 +181,7 @@ impl Cascade {
         let sr_unet = UNet::load(gpu, &dirs[4], variant, o.dtype).map_err(|e| relabel(e, "unet/", "sr_unet/"))?;
         let sr_scheduler = SchedulerConfig::read(&dirs[5]).map_err(|e| relabel(e, "scheduler/", "sr_scheduler/"))?;
         let hidden = text_encoder.config.hidden_size;
-        for (name, u) in [("unet", &unet), ("sr_unet", &sr_unet)] {
+        for (name, u) in [(UNET, &unet), (SR_UNET, &sr_unet)] {
             if u.config.cross_attention_dim != hidden {
                 return Err(Error::model(format!(
                     "{name} cross_attention_dim {} does not match the text encoder's hidden_size {hidden}",

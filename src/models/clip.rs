@@ -16,7 +16,7 @@ use crate::ops::embed::{TokenIds, embedding};
 use crate::tensor::{DType, Tensor};
 use crate::weights::Loader;
 
-use super::config::Config;
+use crate::weights::config::Config;
 
 /// `text_encoder/config.json`, the fields the model uses.
 #[derive(Clone, Debug, PartialEq)]

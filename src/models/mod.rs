@@ -3,7 +3,6 @@
 //! in `pipelines/`.
 pub mod cascade;
 pub mod clip;
-pub mod config;
 pub mod sd;
 pub mod unet;
 pub mod vae;

@@ -8,6 +8,7 @@ use crate::gpu::Gpu;
 use crate::schedulers::SchedulerConfig;
 use crate::tensor::DType;
 use crate::text::Tokenizer;
+use crate::weights::folder::{DiffusersFolder, SCHEDULER, TEXT_ENCODER, TOKENIZER, UNET, VAE};
 
 use super::clip::ClipTextModel;
 use super::unet::UNet;
@@ -87,19 +88,14 @@ pub fn nhwc_to_nchw(x: &[f32], b: usize, c: usize, h: usize, w: usize) -> Vec<f3
 impl StableDiffusion {
     /// Loads a diffusers Stable Diffusion folder.
     pub fn load(gpu: &Gpu, dir: &Path, o: &LoadOptions) -> Result<StableDiffusion> {
-        if !dir.is_dir() {
-            return Err(Error::model(format!("model folder {} does not exist", dir.display())));
-        }
         let variant = o.variant.as_deref();
-        let sub = |name: &str| -> Result<std::path::PathBuf> {
-            let p = dir.join(name);
-            if p.is_dir() { Ok(p) } else { Err(Error::model(format!("{}: missing the {name}/ folder", dir.display()))) }
-        };
-        let text_encoder = ClipTextModel::load(gpu, &sub("text_encoder")?, variant, o.dtype)?;
-        let tokenizer = Tokenizer::from_dir(sub("tokenizer")?, text_encoder.config.max_position_embeddings)?;
-        let unet = UNet::load(gpu, &sub("unet")?, variant, o.dtype)?;
-        let vae = VaeDecoder::load(gpu, &sub("vae")?, variant, o.vae_dtype)?;
-        let scheduler = SchedulerConfig::read(&sub("scheduler")?)?;
+        let [te, tok, un, va, sc] =
+            DiffusersFolder::open(dir)?.component_dirs([TEXT_ENCODER, TOKENIZER, UNET, VAE, SCHEDULER])?;
+        let text_encoder = ClipTextModel::load(gpu, &te, variant, o.dtype)?;
+        let tokenizer = Tokenizer::from_dir(tok, text_encoder.config.max_position_embeddings)?;
+        let unet = UNet::load(gpu, &un, variant, o.dtype)?;
+        let vae = VaeDecoder::load(gpu, &va, variant, o.vae_dtype)?;
+        let scheduler = SchedulerConfig::read(&sc)?;
         if unet.config.cross_attention_dim != text_encoder.config.hidden_size {
             return Err(Error::model(format!(
                 "unet cross_attention_dim {} does not match the text encoder's hidden_size {}",

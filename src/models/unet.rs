@@ -22,7 +22,7 @@ use crate::ops::resample::concat_channels;
 use crate::tensor::{DType, Tensor};
 use crate::weights::Loader;
 
-use super::config::Config;
+use crate::weights::config::Config;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct UNetConfig {

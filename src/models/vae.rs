@@ -12,7 +12,7 @@ use crate::nn::{Conv2d, Ctx, Downsample2D, GroupNorm, Load, ResnetBlock2D, Resne
 use crate::tensor::{DType, Tensor};
 use crate::weights::Loader;
 
-use super::config::Config;
+use crate::weights::config::Config;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct VaeConfig {

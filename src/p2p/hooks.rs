@@ -1,4 +1,5 @@
-//! Prompt-to-Prompt as hooks on the one sampling loop (`pipelines::sampler`): before each UNet evaluation the
+//! Prompt-to-Prompt as hooks on the one sampling loop (`pipelines::sampler`, whose `StepHooks` forwards to
+//! [`EditHooks::before_step`] / [`EditHooks::after_step`]): before each UNet evaluation the
 //! edit's alpha row of that evaluation is written to the GPU and the recorded variant is chosen (with
 //! self-attention injection inside the self window, without outside it); after the scheduler step, local blending
 //! (from the blend's start step) runs in the same submission. At the end the attention store and the last blend
@@ -7,7 +8,6 @@ use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu};
 use crate::ops::attention::CrossEdit;
 use crate::ops::blend::LocalBlend;
-use crate::pipelines::sampler::StepHooks;
 use crate::tensor::Tensor;
 
 use super::EditPlan;
@@ -58,8 +58,10 @@ impl<'p> EditHooks<'p> {
     }
 }
 
-impl StepHooks for EditHooks<'_> {
-    fn before(&mut self, gpu: &Gpu, i: usize) -> Result<usize> {
+impl EditHooks<'_> {
+    /// Before evaluation `i`: writes its alpha row; returns the recorded variant to replay (0: with self-attention
+    /// injection, inside the self window; 1: without).
+    pub fn before_step(&mut self, gpu: &Gpu, i: usize) -> Result<usize> {
         self.edit.write_alpha(gpu, &self.plan.edit_data(i)?.alpha)?;
         let (s, e) = self.plan.self_steps;
         let inject = s <= i && i < e;
@@ -67,7 +69,8 @@ impl StepHooks for EditHooks<'_> {
         Ok(if inject { 0 } else { 1 })
     }
 
-    fn after(&self, i: usize) -> Vec<&Dispatch> {
+    /// The local-blend dispatches that run after the scheduler step of evaluation `i` (from the blend's start).
+    pub fn after_step(&self, i: usize) -> Vec<&Dispatch> {
         match &self.blend {
             Some((lb, start)) if i >= *start => lb.dispatches().collect(),
             _ => Vec::new(),

@@ -11,7 +11,7 @@
 //! Stable Diffusion has one stage (on latents); the pixel cascade two (the base, which edits apply to, and the
 //! super-resolution stage).
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Dispatch, Gpu};
 use crate::models::clip::ClipTextModel;
 use crate::models::unet::UNet;
 use crate::nn::{AttnHooks, StoreAt};
@@ -23,7 +23,7 @@ use crate::tensor::{DType, Tensor};
 use crate::text::Tokenizer;
 
 use super::progress::StageProgress;
-use super::sampler::{Plain, Sampler, StageRecording};
+use super::sampler::{Plain, Sampler, StageRecording, StepHooks};
 
 /// One text-to-image run.
 #[derive(Clone, Debug)]
@@ -311,5 +311,14 @@ impl Denoiser<'_> {
         drop(rec);
         let (attention, blend_masks) = hooks.read_back(gpu, attention_res, total)?;
         Ok(EditedSamples { samples, attention, blend_masks })
+    }
+}
+
+impl StepHooks for EditHooks<'_> {
+    fn before(&mut self, gpu: &Gpu, i: usize) -> Result<usize> {
+        self.before_step(gpu, i)
+    }
+    fn after(&self, i: usize) -> Vec<&Dispatch> {
+        self.after_step(i)
     }
 }

@@ -7,8 +7,8 @@
 //! the step).
 use crate::error::{Error, Result};
 
-use super::program::Dst;
 use super::{LinOp, Prediction, Scheduler, SchedulerConfig, Slot, Spacing, host_step, no_step};
+use crate::ops::lincomb::program::Dst;
 
 pub struct Ddim {
     timesteps: Vec<usize>,

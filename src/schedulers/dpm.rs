@@ -14,8 +14,8 @@
 //! History slots 0 and 1 hold m, alternately: step i writes slot i mod 2 and reads m₁ from the other.
 use crate::error::{Error, Result};
 
-use super::program::Dst;
 use super::{LinOp, Prediction, Scheduler, SchedulerConfig, Slot, Spacing, host_step, no_step};
+use crate::ops::lincomb::program::Dst;
 
 pub struct DpmSolverPp {
     timesteps: Vec<usize>,

@@ -7,8 +7,8 @@
 //! v-prediction, x0 = x/(σ² + 1) − σ·v/√(σ² + 1). No history.
 use crate::error::Result;
 
-use super::program::Dst;
 use super::{LinOp, Prediction, Scheduler, SchedulerConfig, Slot, Spacing, host_step, no_step};
+use crate::ops::lincomb::program::Dst;
 
 pub struct Euler {
     timesteps: Vec<usize>,

@@ -7,20 +7,19 @@ pub mod ddim;
 pub mod dpm;
 pub mod euler;
 pub mod pndm;
-pub mod program;
 
 use std::path::Path;
 
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
-use crate::models::config::Config;
+use crate::weights::config::Config;
 
+pub use crate::ops::lincomb::program::{self, Dst, LinOp, Slot, Term};
 pub use ddim::Ddim;
 pub use dpm::DpmSolverPp;
 pub use euler::Euler;
 pub use pndm::Pndm;
-pub use program::{Dst, LinOp, Slot, Term};
 
 /// What the model predicts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,7 +93,7 @@ fn quote_non_finite(text: &str) -> String {
 impl SchedulerConfig {
     pub fn read(dir: &Path) -> Result<SchedulerConfig> {
         let name = "scheduler/scheduler_config.json";
-        let path = dir.join("scheduler_config.json");
+        let path = dir.join(crate::weights::folder::SCHEDULER_CONFIG);
         let text = std::fs::read_to_string(&path).map_err(|e| Error::model(format!("{}: {e}", path.display())))?;
         let v = serde_json::from_str(&quote_non_finite(&text))
             .map_err(|e| Error::model(format!("{}: invalid JSON: {e}", path.display())))?;

@@ -10,8 +10,8 @@
 //! 1 + n mod 3; the newest output is the slot `Out` itself, so three older ones suffice).
 use crate::error::{Error, Result};
 
-use super::program::Dst;
 use super::{LinOp, Prediction, Scheduler, SchedulerConfig, Slot, Spacing, host_step, no_step};
+use crate::ops::lincomb::program::Dst;
 
 const CUR: usize = 0;
 

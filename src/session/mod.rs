@@ -24,6 +24,7 @@ use crate::pipelines::cascade::SrRun;
 use crate::pipelines::{EditRun, Generate, Progress};
 use crate::tensor::DType;
 use crate::text::Tokenizer;
+use crate::weights::folder::{SR_UNET, TEXT_ENCODER, UNET, VAE};
 
 pub use output::{AttentionMaps, Files, Output, Timings};
 pub use request::{InitialNoise, Request};
@@ -163,10 +164,10 @@ impl Session {
         let (dtype, vae_dtype) = o.precision.resolve(&gpu)?;
         let dir = &o.model;
         let pipeline = if is_cascade(dir)? {
-            let variant = weight_variant(dir, o.variant.as_deref(), dtype, &["text_encoder", "unet", "sr_unet"]);
+            let variant = weight_variant(dir, o.variant.as_deref(), dtype, &[TEXT_ENCODER, UNET, SR_UNET]);
             Pipeline::Cascade(Box::new(Cascade::load(&gpu, dir, &LoadOptions { dtype, vae_dtype, variant })?))
         } else {
-            let variant = weight_variant(dir, o.variant.as_deref(), dtype, &["text_encoder", "unet", "vae"]);
+            let variant = weight_variant(dir, o.variant.as_deref(), dtype, &[TEXT_ENCODER, UNET, VAE]);
             let mut sd = StableDiffusion::load(&gpu, dir, &LoadOptions { dtype, vae_dtype, variant })?;
             sd.vae.tiling = o.decode;
             if let Some(px) = o.vae_tile_px {

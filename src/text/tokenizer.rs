@@ -20,6 +20,7 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::processors::roberta::RobertaProcessing;
 use tokenizers::{AddedToken, SplitDelimiterBehavior};
 
+use crate::weights::folder;
 use crate::{Error, Result};
 
 /// CLIP's pre-tokenizer pattern (`CLIPTokenizer.pat` in transformers, without its case-insensitive flag: the
@@ -165,13 +166,13 @@ impl Tokenizer {
         if !dir.is_dir() {
             return Err(Error::model(format!("model folder {} does not exist", dir.display())));
         }
-        let config = dir.join("text_encoder").join("config.json");
+        let config = dir.join(folder::TEXT_ENCODER).join(folder::CONFIG);
         let json = read_json(&config)?;
         let max_len = json
             .get("max_position_embeddings")
             .and_then(|v| v.as_u64())
             .ok_or_else(|| Error::model(format!("{}: no integer `max_position_embeddings`", config.display())))?;
-        Self::from_dir(dir.join("tokenizer"), max_len as usize)
+        Self::from_dir(dir.join(folder::TOKENIZER), max_len as usize)
     }
 
     /// The CLIP ViT-L/14 tokenizer (SD 1.x) embedded in the binary, with max length 77. It is built from

@@ -15,6 +15,12 @@ pub const TEXT_ENCODER: &str = "text_encoder";
 pub const VAE: &str = "vae";
 pub const TOKENIZER: &str = "tokenizer";
 pub const SCHEDULER: &str = "scheduler";
+/// The pixel cascade's super-resolution UNet and its scheduler (`P2PCascadePipeline`).
+pub const SR_UNET: &str = "sr_unet";
+pub const SR_SCHEDULER: &str = "sr_scheduler";
+/// A model component's configuration file, and a scheduler's.
+pub const CONFIG: &str = "config.json";
+pub const SCHEDULER_CONFIG: &str = "scheduler_config.json";
 
 /// One component listed in `model_index.json`: `"name": [library, class]` (either may be `null`, as diffusers
 /// writes for a removed safety checker).
@@ -144,11 +150,21 @@ impl DiffusersFolder {
         Err(Error::model(format!("{}: component folder {what} ({listed})", dir.display())))
     }
 
+    /// The subfolders of components `names`, each of which must exist (so that a missing one is reported before
+    /// any weights load).
+    pub fn component_dirs<const N: usize>(&self, names: [&str; N]) -> Result<[PathBuf; N]> {
+        let mut dirs: [PathBuf; N] = std::array::from_fn(|_| PathBuf::new());
+        for (d, name) in dirs.iter_mut().zip(names) {
+            *d = self.component_dir(name)?;
+        }
+        Ok(dirs)
+    }
+
     /// The configuration of component `name`: `config.json`, or `scheduler_config.json` for the scheduler.
     pub fn config(&self, name: &str) -> Result<Value> {
         let dir = self.component_dir(name)?;
-        if name == SCHEDULER || (!dir.join("config.json").exists() && dir.join("scheduler_config.json").exists()) {
-            read_json_object(&dir.join("scheduler_config.json"))
+        if name == SCHEDULER || (!dir.join(CONFIG).exists() && dir.join(SCHEDULER_CONFIG).exists()) {
+            read_json_object(&dir.join(SCHEDULER_CONFIG))
         } else {
             read_config(&dir)
         }
@@ -183,5 +199,5 @@ pub fn read_json_object(path: &Path) -> Result<Value> {
 
 /// Reads a component's `dir/config.json`, which must be a JSON object.
 pub fn read_config(dir: &Path) -> Result<Value> {
-    read_json_object(&dir.join("config.json"))
+    read_json_object(&dir.join(CONFIG))
 }

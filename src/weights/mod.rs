@@ -18,6 +18,7 @@
 //!   index does not name are not read);
 //! - pickles (`.bin`, `.ckpt`, `.pt`, `.pth`, `.pkl`) are never opened: when they are all there is, the error says
 //!   how to convert them.
+pub mod config;
 pub mod folder;
 pub mod safetensors_file;
 

@@ -1,5 +1,6 @@
-//! A scheduler step as a short program of elementwise linear combinations, so that the same step runs on the host
-//! (in f64, [`run_host`]) and on the GPU (in f32, `ops::lincomb`) without reading the sample back.
+//! The language of the lincomb op: a scheduler step as a short program of elementwise linear combinations, so that
+//! the same step runs on the host (in f64, [`run_host`], which is also the op's reference) and on the GPU (in f32,
+//! [`super::StepProgram`]) without reading the sample back. The schedulers (`crate::schedulers`) write programs.
 //!
 //! Every scheduler we support (PNDM/PLMS, DDIM, DPM-Solver++ 2M, Euler) updates the sample by linear combinations
 //! of the current sample, the guided model output and vectors it kept from earlier steps, with at most a clamp

@@ -1,5 +1,5 @@
 //! The scheduler step on the GPU (kernels/lincomb/): elementwise linear combinations of flat f32 vectors, which is
-//! what a step program (`schedulers::program`) is made of, and the UNet's input preparation.
+//! what a scheduler step program ([`program`]) is made of, and the UNet's input preparation.
 //!
 //! - [`LinComb`]: one `dst = clamp(Σ coef · src)` with a fixed set of bindings (dst, a guided CFG pair, up to
 //!   [`MAX_SOURCES`] f32 sources, each at an element offset) and its coefficients in a persistent uniform buffer,
@@ -15,8 +15,10 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
 use crate::gpu::{Bind, Dispatch, Gpu, Kernel, grid_1d};
-use crate::schedulers::{Dst, LinOp, Slot};
+pub mod program;
+
 use crate::tensor::{DType, Tensor};
+pub use program::{Dst, LinOp, Slot, Term};
 
 use super::elementwise::WG;
 use super::{typed, u32_of};
