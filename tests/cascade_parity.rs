@@ -85,9 +85,9 @@ fn sr_unet_call_with_class_labels() {
     let gpu = gpu();
     let sr = UNet::load(gpu, &model().join("sr_unet"), None, DType::F32).unwrap();
     let mut cx = Ctx::new(gpu, DType::F32);
-    let x = cx.alloc(&[1, 8, 8, 6]).unwrap();
-    let t = cx.alloc_as(&[1], DType::F32).unwrap();
-    let text = cx.alloc(&[1, 20, 32]).unwrap();
+    let x = cx.input(&[1, 8, 8, 6], DType::F32).unwrap();
+    let t = cx.input(&[1], DType::F32).unwrap();
+    let text = cx.input(&[1, 20, 32], DType::F32).unwrap();
     let e = sr.forward(&mut cx, &x, &t, &text).expect_err("no class labels").to_string();
     assert!(e.contains("class labels"), "{e}");
 }

@@ -128,3 +128,18 @@ fn f16_round_trip_and_u32() {
     assert_eq!(u.to_u32(gpu).unwrap(), vec![7, 0, u32::MAX]);
     assert!(Tensor::from_f32(gpu, &[4], DType::F32, &v).is_err());
 }
+
+/// A recording's arena tensors refuse host writes (a queue write would land under every dispatch of the next
+/// submission, including the ones that reuse the buffer), and persistent inputs (`Ctx::input`) take them.
+#[test]
+fn arena_tensors_refuse_host_writes() {
+    let gpu = gpu();
+    let cx = p2p_wgpu::nn::Ctx::new(gpu, DType::F32);
+    let t = cx.alloc(&[5]).unwrap();
+    let e = t.write_f32(gpu, &[1.0; 5]).unwrap_err();
+    assert!(matches!(e, Error::Msg(_)) && e.to_string().contains("arena"), "{e}");
+    assert!(t.fill(gpu, 0.0).is_err());
+    let input = cx.input(&[5], DType::F32).unwrap();
+    input.write_f32(gpu, &[1.0, 2.0, 3.0, 4.0, 5.0]).unwrap();
+    assert_eq!(download(&input), vec![1.0, 2.0, 3.0, 4.0, 5.0]);
+}

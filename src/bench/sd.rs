@@ -109,9 +109,9 @@ pub fn host_step(gpu: &Gpu, sd: &StableDiffusion, dtype: DType, b: usize, iters:
     let (s, c) = (u.sample_size, u.in_channels);
     let te = &sd.text_encoder.config;
     let mut cx = Ctx::new(gpu, dtype);
-    let x = cx.alloc(&[b, s, s, c])?;
-    let ts = cx.alloc_as(&[b], DType::F32)?;
-    let text = cx.alloc(&[b, te.max_position_embeddings, te.hidden_size])?;
+    let x = cx.input(&[b, s, s, c], dtype)?;
+    let ts = cx.input(&[b], DType::F32)?;
+    let text = cx.input(&[b, te.max_position_embeddings, te.hidden_size], dtype)?;
     x.fill(gpu, 0.1)?;
     ts.fill(gpu, 500.0)?;
     text.fill(gpu, 0.01)?;

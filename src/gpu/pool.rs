@@ -14,6 +14,9 @@ pub struct BufferPool {
     /// Bytes of every buffer this pool created, and the largest one.
     created: std::sync::atomic::AtomicU64,
     largest: std::sync::atomic::AtomicU64,
+    /// A recording's arena: its buffers are reused between the dispatches of one recording, so the host never
+    /// writes into them (a queue write lands before the whole submission, under every dispatch of it).
+    arena: bool,
 }
 
 /// A pooled storage buffer; goes back to its pool on drop.
@@ -29,6 +32,10 @@ impl PooledBuffer {
     }
     pub fn capacity(&self) -> u64 {
         self.class
+    }
+    /// Whether this buffer belongs to a recording's arena ([`BufferPool::arena`]): not host-writable.
+    pub fn in_arena(&self) -> bool {
+        self.pool.arena
     }
     /// Whether this buffer goes back to `pool` when dropped.
     pub fn is_from(&self, pool: &Arc<BufferPool>) -> bool {
@@ -57,6 +64,11 @@ pub fn size_class(bytes: u64) -> u64 {
 }
 
 impl BufferPool {
+    /// A recording's arena: like the default pool, but tensors from it refuse host writes.
+    pub fn arena() -> BufferPool {
+        BufferPool { arena: true, ..Default::default() }
+    }
+
     /// Takes a buffer of at least `bytes` from the pool or creates one, checking the adapter's `max_buffer_size`.
     pub fn alloc(self: &Arc<Self>, device: &wgpu::Device, limits: &wgpu::Limits, bytes: u64) -> Result<PooledBuffer> {
         let class = size_class(bytes);

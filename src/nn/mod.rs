@@ -34,7 +34,14 @@ pub struct Ctx<'a> {
 impl<'a> Ctx<'a> {
     /// A context with a fresh arena.
     pub fn new(gpu: &'a Gpu, dtype: DType) -> Ctx<'a> {
-        Ctx { gpu, rec: Recording::new(), dtype, arena: Arc::new(BufferPool::default()) }
+        Ctx { gpu, rec: Recording::new(), dtype, arena: Arc::new(BufferPool::arena()) }
+    }
+
+    /// A persistent input of the recording, which the host writes between runs: from the GPU's shared pool, not
+    /// the arena (arena tensors refuse host writes, since their buffers are reused within the recording), and
+    /// held by every dispatch that binds it (`Dispatch::keep`).
+    pub fn input(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        Tensor::empty(self.gpu, shape, dtype)
     }
 
     /// An activation of this context's dtype from the arena.

@@ -41,8 +41,8 @@ impl<'g> StageRecording<'g> {
     /// Allocates the persistent inputs of a `rows`-row UNet call on `h × w` samples of `channels` channels.
     pub fn new(gpu: &'g Gpu, dtype: DType, rows: usize, (h, w): (usize, usize), channels: usize) -> Result<Self> {
         let cx = Ctx::new(gpu, dtype);
-        let sample = cx.alloc(&[rows, h, w, channels])?;
-        let timesteps = cx.alloc_as(&[rows], DType::F32)?;
+        let sample = cx.input(&[rows, h, w, channels], dtype)?;
+        let timesteps = cx.input(&[rows], DType::F32)?;
         Ok(StageRecording { cx, sample, timesteps, rows, variants: Vec::new(), held: Vec::new() })
     }
 

@@ -107,6 +107,14 @@ impl Tensor {
     }
 
     fn write_bytes(&self, gpu: &Gpu, bytes: &[u8]) -> Result<()> {
+        if self.buf.in_arena() {
+            return Err(Error::msg(format!(
+                "host write into a {:?} {} tensor of a recording's arena: its buffer may be reused by other \
+                 dispatches of the recording (allocate persistent inputs with Ctx::input)",
+                self.shape,
+                self.dtype.name()
+            )));
+        }
         let mut v = bytes.to_vec();
         v.resize(padded(bytes.len() as u64) as usize, 0);
         gpu.scoped("tensor upload", || gpu.queue.write_buffer(self.buffer(), self.offset, &v))
