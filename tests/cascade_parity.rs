@@ -16,7 +16,7 @@ use p2p_wgpu::models::unet::{ClassEmbed, UNet, UNetConfig};
 use p2p_wgpu::nn::Ctx;
 use p2p_wgpu::noise::gaussian;
 use p2p_wgpu::pipelines::cascade::SrRun;
-use p2p_wgpu::pipelines::{Generate, Step};
+use p2p_wgpu::pipelines::{Generate, Sampling, Step};
 use p2p_wgpu::tensor::{DType, Tensor};
 use p2p_wgpu::weights::SafetensorsFile;
 
@@ -137,15 +137,7 @@ fn cascade_t2i_matches_diffusers_loop() {
     let aug = augment(&m.sr_scheduler, &up, &noise, m.index.sr_noise_level).unwrap();
     report("augmented", &nhwc_to_nchw(&aug, b, 3, hh, ww), &r.f32("augmented"), 1e-6);
 
-    let g = Generate {
-        prompts,
-        negative: String::new(),
-        steps: 4,
-        guidance: 7.5,
-        scheduler: None,
-        latents: r.f32("base_noise"),
-        latent_hw: (h, w),
-    };
+    let g = Generate { prompts, sampling: Sampling::new(4, 7.5, r.f32("base_noise"), (h, w)) };
     let sr =
         SrRun { steps: 4, guidance: None, scheduler: None, aug_noise: r.f32("aug_noise"), latents: r.f32("sr_noise") };
     let mut calls = Vec::new();

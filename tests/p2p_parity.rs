@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use common::{gpu, rel_l2};
 use p2p_wgpu::models::sd::{LoadOptions, StableDiffusion};
 use p2p_wgpu::p2p::{EditPlan, EditSpec, Mode, Window};
-use p2p_wgpu::pipelines::{EditRun, Silent};
+use p2p_wgpu::pipelines::{EditRun, Sampling, Silent};
 use p2p_wgpu::schedulers::Kind;
 use p2p_wgpu::weights::SafetensorsFile;
 use serde_json::Value;
@@ -98,12 +98,14 @@ fn p2p_cases_match_the_reference() {
 
         // The whole edit.
         let r = EditRun {
-            negative: s["negative_prompt"].as_str().unwrap().to_string(),
-            steps,
-            guidance: s["guidance"].as_f64().unwrap(),
-            scheduler: Some(if s["scheduler"] == "ddim" { Kind::Ddim } else { Kind::Pndm }),
-            latents: get("latents"),
-            latent_hw: (8, 8),
+            sampling: Sampling {
+                negative: s["negative_prompt"].as_str().unwrap().to_string(),
+                steps,
+                guidance: s["guidance"].as_f64().unwrap(),
+                scheduler: Some(if s["scheduler"] == "ddim" { Kind::Ddim } else { Kind::Pndm }),
+                latents: get("latents"),
+                latent_hw: (8, 8),
+            },
             self_max_res: 16,
             // Case 11 overrides the side; the others use the default rule, which the reference shares.
             blend_res: (case["case"] == "11_blend_res8").then(|| s["blend_res"].as_u64().unwrap() as usize),

@@ -19,7 +19,7 @@ use p2p_wgpu::models::sd::{LoadOptions, StableDiffusion, nchw_to_nhwc, nhwc_to_n
 use p2p_wgpu::models::unet::UNet;
 use p2p_wgpu::models::vae::{VaeDecoder, VaeEncoder};
 use p2p_wgpu::nn::Ctx;
-use p2p_wgpu::pipelines::{Generate, Silent};
+use p2p_wgpu::pipelines::{Generate, Sampling, Silent};
 use p2p_wgpu::schedulers::Kind;
 use p2p_wgpu::tensor::{DType, Tensor};
 use p2p_wgpu::weights::SafetensorsFile;
@@ -183,12 +183,7 @@ fn t2i(model: &str, kind: Kind, file: &str) {
     let sd = StableDiffusion::load(gpu, &fixtures().join(model), &LoadOptions::default()).unwrap();
     let g = Generate {
         prompts: vec!["a red bicycle on a hill".into()],
-        negative: String::new(),
-        steps: 4,
-        guidance: 7.5,
-        scheduler: Some(kind),
-        latents: r.f32("latents"),
-        latent_hw: (h, w),
+        sampling: Sampling { scheduler: Some(kind), ..Sampling::new(4, 7.5, r.f32("latents"), (h, w)) },
     };
     assert_eq!(c, sd.unet.config.in_channels);
     let out = sd.generate(gpu, &g, &mut Silent).unwrap();

@@ -13,7 +13,7 @@ use crate::models::sd::{LoadOptions, StableDiffusion};
 use crate::models::vae::{DEFAULT_DECODE_BUDGET, DecodeOptions, Tiling};
 use crate::nn::Ctx;
 use crate::p2p::{EditPlan, EditSpec};
-use crate::pipelines::{Denoiser, EditRun, Generate, StageCond};
+use crate::pipelines::{Denoiser, EditRun, Generate, Sampling, StageCond};
 use crate::session::{Precision, weight_variant};
 use crate::tensor::DType;
 use crate::weights::folder::{SR_UNET, TEXT_ENCODER, UNET, VAE};
@@ -217,31 +217,13 @@ pub fn plan_sd(gpu: &Gpu, dir: &std::path::Path, a: &InfoArgs, dtype: DType, vae
     // The plain UNet call and the edit's two recordings, recorded (not run) by the code the sampler replays.
     let steps = 50;
     let latent_hw = (h, w);
-    let g = Generate {
-        prompts: prompts.clone(),
-        negative: String::new(),
-        steps,
-        guidance: 7.5,
-        scheduler: None,
-        latents: Vec::new(),
-        latent_hw,
-    };
+    let g = Generate { prompts: prompts.clone(), sampling: Sampling::new(steps, 7.5, Vec::new(), latent_hw) };
     let (unet_arena, unet_largest) = sd.denoiser().record_plain(gpu, &g, None)?.arena_bytes();
     let (edit_unet_arena, edit_shared, store_bytes) = if b >= 2 {
         let before = gpu.pool.created_bytes().0;
         let plan = EditPlan::new(&spec, &sd.tokenizer, steps)?;
         let square = h == w && sd.unet.default_map_side(h, w).is_some();
-        let r = EditRun {
-            negative: String::new(),
-            steps,
-            guidance: 7.5,
-            scheduler: None,
-            latents: Vec::new(),
-            latent_hw,
-            self_max_res: 16,
-            blend_res: None,
-            attention_res: square.then_some(None),
-        };
+        let r = EditRun { attention_res: square.then_some(None), ..EditRun::new(g.sampling.clone()) };
         let (rec, hooks, _) = sd.denoiser().record_edit(gpu, &plan, &r)?;
         let store_bytes = hooks.stores.iter().map(|(_, _, t)| t.bytes()).sum();
         (rec.arena_bytes().0, gpu.pool.created_bytes().0 - before, store_bytes)
@@ -296,15 +278,8 @@ pub fn plan_sd(gpu: &Gpu, dir: &std::path::Path, a: &InfoArgs, dtype: DType, vae
 /// The plain call of `stage` for `b` prompts on `s×s` samples (a conditioned stage: with a zero image of `cc`
 /// channels), recorded (not run) as the sampler replays it: (arena bytes, largest).
 fn unet_plan(gpu: &Gpu, stage: Denoiser, b: usize, s: usize, cc: usize) -> Result<(u64, u64)> {
-    let g = Generate {
-        prompts: vec!["a red circle".to_string(); b],
-        negative: String::new(),
-        steps: 1,
-        guidance: 7.5,
-        scheduler: None,
-        latents: Vec::new(),
-        latent_hw: (s, s),
-    };
+    let g =
+        Generate { prompts: vec!["a red circle".to_string(); b], sampling: Sampling::new(1, 7.5, Vec::new(), (s, s)) };
     let label = stage.unet.config.class_embed.is_some().then_some(0.0);
     let image = vec![0.0; b * s * s * cc];
     let cond = (cc > 0).then_some(StageCond { image: &image, channels: cc, class_label: label });

@@ -17,7 +17,7 @@ use crate::models::sd::{LoadOptions, StableDiffusion};
 use crate::nn::Ctx;
 use crate::p2p::{EditPlan, EditSpec};
 use crate::pipelines::progress::StageProgress;
-use crate::pipelines::{EditRun, Generate, Silent, Step};
+use crate::pipelines::{EditRun, Generate, Sampling, Silent, Step};
 use crate::tensor::{DType, Tensor};
 
 use super::{Report, Row, now_utc};
@@ -54,32 +54,16 @@ pub fn edit_vs_plain(gpu: &Gpu, sd: &StableDiffusion, steps: usize) -> Result<(f
     let c = sd.unet.config.in_channels;
     let latents = crate::noise::gaussian(1, c * s * s);
     let source = "a red bicycle on a hill";
-    let plain = Generate {
-        prompts: vec![source.into(), "a red car on a hill".into()],
-        negative: String::new(),
-        steps,
-        guidance: 7.5,
-        scheduler: None,
-        latents: latents.clone(),
-        latent_hw: (s, s),
-    };
+    let sampling = Sampling::new(steps, 7.5, latents, (s, s));
+    let plain = Generate { prompts: vec![source.into(), "a red car on a hill".into()], sampling: sampling.clone() };
     let mut spec = EditSpec::new(source);
     spec.swaps = vec![("bicycle".into(), "car".into())];
     let plan = EditPlan::new(&spec, &sd.tokenizer, steps)?;
-    let run = EditRun {
-        negative: String::new(),
-        steps,
-        guidance: 7.5,
-        scheduler: None,
-        latents,
-        latent_hw: (s, s),
-        self_max_res: 16,
-        blend_res: None,
-        attention_res: None,
-    };
+    let run = EditRun::new(sampling.clone());
     // Warm-up: one step of each, so that pipeline compilation is in neither timing.
-    sd.generate(gpu, &Generate { steps: 1, ..plain.clone() }, &mut Silent)?;
-    let warm = EditRun { steps: 1, ..run.clone() };
+    let one = Sampling { steps: 1, ..sampling };
+    sd.generate(gpu, &Generate { sampling: one.clone(), ..plain.clone() }, &mut Silent)?;
+    let warm = EditRun::new(one);
     sd.edit(gpu, &EditPlan::new(&spec, &sd.tokenizer, 1)?, &warm, &mut Silent)?;
 
     let t = Instant::now();

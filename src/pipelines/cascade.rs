@@ -10,7 +10,7 @@ use crate::p2p::EditPlan;
 use crate::schedulers;
 
 use super::progress::{Progress, StageProgress};
-use super::stage::{Denoiser, EditRun, Generate, StageCond};
+use super::stage::{Denoiser, EditRun, Generate, Sampling, StageCond};
 
 /// The super-resolution stage of one run.
 #[derive(Clone, Debug)]
@@ -66,17 +66,20 @@ impl Cascade {
         }
     }
 
-    /// Text-to-image of `g.prompts` (base sampling as `g`, `g.latents` `[1, 3, h, w]`), then SR as `sr`.
+    /// Text-to-image of `g.prompts` (base sampling as `g`, `g.sampling.latents` `[1, 3, h, w]`), then SR as `sr`.
     /// `progress` counts the UNet evaluations of both stages (stages "base", then "sr").
     pub fn generate(&self, gpu: &Gpu, g: &Generate, sr: &SrRun, progress: &mut dyn Progress) -> Result<CascadeOutput> {
-        let (nb, ns) = (self.base().evaluations(g.scheduler, g.steps)?, self.sr().evaluations(sr.scheduler, sr.steps)?);
+        let (nb, ns) = (
+            self.base().evaluations(g.sampling.scheduler, g.sampling.steps)?,
+            self.sr().evaluations(sr.scheduler, sr.steps)?,
+        );
         let mut p = StageProgress { inner: progress, stage: "base", offset: 0, of: nb + ns };
         let base = self.base().generate(gpu, g, None, &mut p)?;
         let mut p = StageProgress { stage: "sr", offset: nb, ..p };
-        self.finish(gpu, &g.prompts, base, g.latent_hw, sr, &mut p, None, None)
+        self.finish(gpu, &g.prompts, base, g.sampling.latent_hw, sr, &mut p, None, None)
     }
 
-    /// The edit `plan` on the base stage (as `r`, `r.latents` `[1, 3, h, w]`), then SR of every row, unedited.
+    /// The edit `plan` on the base stage (as `r`, `r.sampling.latents` `[1, 3, h, w]`), then SR of every row, unedited.
     pub fn edit(
         &self,
         gpu: &Gpu,
@@ -85,11 +88,14 @@ impl Cascade {
         sr: &SrRun,
         progress: &mut dyn Progress,
     ) -> Result<CascadeOutput> {
-        let (nb, ns) = (self.base().evaluations(r.scheduler, r.steps)?, self.sr().evaluations(sr.scheduler, sr.steps)?);
+        let (nb, ns) = (
+            self.base().evaluations(r.sampling.scheduler, r.sampling.steps)?,
+            self.sr().evaluations(sr.scheduler, sr.steps)?,
+        );
         let mut p = StageProgress { inner: progress, stage: "base", offset: 0, of: nb + ns };
         let e = self.base().edit(gpu, plan, r, &mut p)?;
         let mut p = StageProgress { stage: "sr", offset: nb, ..p };
-        self.finish(gpu, &plan.prompts, e.samples, r.latent_hw, sr, &mut p, e.attention, e.blend_masks)
+        self.finish(gpu, &plan.prompts, e.samples, r.sampling.latent_hw, sr, &mut p, e.attention, e.blend_masks)
     }
 
     /// From the base samples (NHWC) to the output: SR, decoding, NaN checks.
@@ -155,15 +161,10 @@ impl Cascade {
         let noise = nchw_to_nhwc(&sr.aug_noise, 1, RGB, hh, ww);
         let level = self.index.sr_noise_level;
         let cond = augment(&self.sr_scheduler, &up, &noise, level)?;
-        let g = Generate {
-            prompts: prompts.to_vec(),
-            negative: String::new(),
-            steps: sr.steps,
-            guidance: sr.guidance.unwrap_or(self.index.sr_guidance_scale),
-            scheduler: sr.scheduler,
-            latents: sr.latents.clone(),
-            latent_hw: (hh, ww),
-        };
+        let guidance = sr.guidance.unwrap_or(self.index.sr_guidance_scale);
+        let sampling =
+            Sampling { scheduler: sr.scheduler, ..Sampling::new(sr.steps, guidance, sr.latents.clone(), (hh, ww)) };
+        let g = Generate { prompts: prompts.to_vec(), sampling };
         let k = StageCond { image: &cond, channels: RGB, class_label: Some(level as f32) };
         self.sr().generate(gpu, &g, Some(&k), progress)
     }

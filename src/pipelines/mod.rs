@@ -12,4 +12,4 @@ pub mod sd;
 pub mod stage;
 
 pub use progress::{Preview, Progress, Silent, Step};
-pub use stage::{Denoiser, EditRun, EditedSamples, Generate, StageCond};
+pub use stage::{Denoiser, EditRun, EditedSamples, Generate, Sampling, StageCond};

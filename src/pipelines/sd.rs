@@ -38,16 +38,16 @@ impl StableDiffusion {
 
     /// Runs text-to-image.
     pub fn generate(&self, gpu: &Gpu, g: &Generate, progress: &mut dyn Progress) -> Result<Generated> {
-        let total = self.denoiser().evaluations(g.scheduler, g.steps)?;
+        let total = self.denoiser().evaluations(g.sampling.scheduler, g.sampling.steps)?;
         let x = self.denoiser().generate(gpu, g, None, &mut StageProgress::single(progress, total))?;
-        self.finish(gpu, x, g.prompts.len(), g.latent_hw, None, None)
+        self.finish(gpu, x, g.prompts.len(), g.sampling.latent_hw, None, None)
     }
 
     /// Runs the edit `plan` (its prompts are `[source, targets]`).
     pub fn edit(&self, gpu: &Gpu, plan: &EditPlan, r: &EditRun, progress: &mut dyn Progress) -> Result<Generated> {
-        let total = self.denoiser().evaluations(r.scheduler, r.steps)?;
+        let total = self.denoiser().evaluations(r.sampling.scheduler, r.sampling.steps)?;
         let e = self.denoiser().edit(gpu, plan, r, &mut StageProgress::single(progress, total))?;
-        self.finish(gpu, e.samples, plan.prompts.len(), r.latent_hw, e.attention, e.blend_masks)
+        self.finish(gpu, e.samples, plan.prompts.len(), r.sampling.latent_hw, e.attention, e.blend_masks)
     }
 
     fn finish(

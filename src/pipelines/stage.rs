@@ -25,35 +25,60 @@ use crate::text::Tokenizer;
 use super::progress::StageProgress;
 use super::sampler::{Plain, Sampler, StageRecording, StepHooks};
 
-/// One text-to-image run.
+/// The sampling options every denoising run has: negative prompt, steps, guidance, scheduler and initial latent.
 #[derive(Clone, Debug)]
-pub struct Generate {
-    pub prompts: Vec<String>,
+pub struct Sampling {
     pub negative: String,
     pub steps: usize,
     pub guidance: f64,
+    /// None: the model's scheduler config.
     pub scheduler: Option<schedulers::Kind>,
     /// The initial latent `[1, C, h, w]` (NCHW, f32), shared by every prompt.
     pub latents: Vec<f32>,
     pub latent_hw: (usize, usize),
 }
 
-/// Sampling options of an edit.
+impl Sampling {
+    /// `steps` at `guidance` from `latents` of side `latent_hw`, no negative prompt, the model's scheduler.
+    pub fn new(steps: usize, guidance: f64, latents: Vec<f32>, latent_hw: (usize, usize)) -> Sampling {
+        Sampling { negative: String::new(), steps, guidance, scheduler: None, latents, latent_hw }
+    }
+
+    /// Checks that the initial latent holds `[1, c, h, w]` values (`op` names the run in the error).
+    fn check_latents(&self, op: &str, c: usize) -> Result<(usize, usize)> {
+        let (h, w) = self.latent_hw;
+        if self.latents.len() != c * h * w {
+            let got = self.latents.len();
+            return Err(Error::shape(op, format!("latents hold {got} values, expected [1, {c}, {h}, {w}]")));
+        }
+        Ok((h, w))
+    }
+}
+
+/// One text-to-image run.
+#[derive(Clone, Debug)]
+pub struct Generate {
+    pub prompts: Vec<String>,
+    pub sampling: Sampling,
+}
+
+/// Sampling options of an edit (the prompts are the plan's).
 #[derive(Clone, Debug)]
 pub struct EditRun {
-    pub negative: String,
-    pub steps: usize,
-    pub guidance: f64,
-    pub scheduler: Option<schedulers::Kind>,
-    /// Initial latent `[1, C, h, w]` (NCHW), shared by every prompt.
-    pub latents: Vec<f32>,
-    pub latent_hw: (usize, usize),
+    pub sampling: Sampling,
     /// Self-attention injection in layers with at most `self_max_res²` query tokens (16 for SD).
     pub self_max_res: usize,
     /// Side of the maps local blending reads (None: `UNet::default_map_side`, 16 for SD at 512 px).
     pub blend_res: Option<usize>,
     /// Also keep the maps at this side, for pictures (`Some(None)`: the default side).
     pub attention_res: Option<Option<usize>>,
+}
+
+impl EditRun {
+    /// An edit sampled as `sampling`, with SD's self-attention side 16, the default blend side and no maps kept.
+    pub fn new(sampling: Sampling) -> EditRun {
+        EditRun { sampling, self_max_res: 16, blend_res: None, attention_res: None }
+    }
 }
 
 /// What an edited stage produced, before decoding.
@@ -114,8 +139,8 @@ impl Denoiser<'_> {
         if b == 0 {
             return Err(Error::input("no prompt"));
         }
-        if !g.guidance.is_finite() {
-            return Err(Error::input(format!("guidance must be a finite number, got {}", g.guidance)));
+        if !g.sampling.guidance.is_finite() {
+            return Err(Error::input(format!("guidance must be a finite number, got {}", g.sampling.guidance)));
         }
         let uc = &self.unet.config;
         let c = uc.out_channels;
@@ -126,7 +151,7 @@ impl Denoiser<'_> {
                 uc.in_channels
             )));
         }
-        let (h, w) = g.latent_hw;
+        let (h, w) = g.sampling.latent_hw;
         if let Some(k) = cond {
             if k.image.len() != b * h * w * cc {
                 return Err(Error::shape(
@@ -137,9 +162,9 @@ impl Denoiser<'_> {
         }
         // Guidance exactly 1 is U + (C − U) = C: the unconditional half is not run (as diffusers, which skips
         // classifier-free guidance for scales ≤ 1; other scales below 1 keep the formula).
-        let cfg = g.guidance != 1.0;
+        let cfg = g.sampling.guidance != 1.0;
         let rows = if cfg { 2 * b } else { b };
-        let mut ids = self.encode_ids(&g.prompts, &g.negative)?;
+        let mut ids = self.encode_ids(&g.prompts, &g.sampling.negative)?;
         if !cfg {
             ids.drain(..b);
         }
@@ -173,7 +198,7 @@ impl Denoiser<'_> {
         Ok(rec)
     }
 
-    /// Text-to-image sampling with classifier-free guidance from `g.latents` (shared by every prompt), with the
+    /// Text-to-image sampling with classifier-free guidance from `g.sampling.latents` (shared by every prompt), with the
     /// extra inputs `cond` of a conditioned stage; returns the final samples, NHWC `[B, h, w, C]` (C = the UNet's
     /// `out_channels`).
     pub fn generate(
@@ -183,25 +208,19 @@ impl Denoiser<'_> {
         cond: Option<&StageCond>,
         progress: &mut StageProgress,
     ) -> Result<Vec<f32>> {
-        let (h, w) = g.latent_hw;
         let c = self.unet.config.out_channels;
-        if g.latents.len() != c * h * w {
-            return Err(Error::shape(
-                "generate",
-                format!("latents hold {} values, expected [1, {c}, {h}, {w}]", g.latents.len()),
-            ));
-        }
-        let mut sched = self.schedule(g.scheduler, g.steps)?;
+        let (h, w) = g.sampling.check_latents("generate", c)?;
+        let mut sched = self.schedule(g.sampling.scheduler, g.sampling.steps)?;
         let rec = self.record_plain(gpu, g, cond)?;
         let b = g.prompts.len();
-        let sampler = Sampler::new(gpu, sched.as_ref(), &rec, &g.latents, b, (h, w, c), g.guidance)?;
+        let sampler = Sampler::new(gpu, sched.as_ref(), &rec, &g.sampling.latents, b, (h, w, c), g.sampling.guidance)?;
         sampler.run(gpu, &rec, sched.as_mut(), &mut Plain, progress)
     }
 
     /// The side of the stored maps for local blending and for pictures (`r.blend_res`, `r.attention_res`, else
     /// the UNet's default side).
     fn store_sides(&self, plan: &EditPlan, r: &EditRun) -> Result<(Option<usize>, Option<usize>)> {
-        let (h, w) = r.latent_hw;
+        let (h, w) = r.sampling.latent_hw;
         let default_side = || {
             self.unet
                 .default_map_side(h, w)
@@ -249,10 +268,14 @@ impl Denoiser<'_> {
                 self.tokenizer.max_len()
             )));
         }
-        if plan.alpha.len() != r.steps + 1 {
-            return Err(Error::msg(format!("edit plan made for {} steps, run has {}", plan.alpha.len() - 1, r.steps)));
+        if plan.alpha.len() != r.sampling.steps + 1 {
+            return Err(Error::msg(format!(
+                "edit plan made for {} steps, run has {}",
+                plan.alpha.len() - 1,
+                r.sampling.steps
+            )));
         }
-        let (h, w) = r.latent_hw;
+        let (h, w) = r.sampling.latent_hw;
         let (blend_res, attention_res) = self.store_sides(plan, r)?;
         // Stores: local blending and pictures (one buffer per distinct resolution, the blend's first).
         let mut sides: Vec<usize> = blend_res.into_iter().collect();
@@ -274,7 +297,7 @@ impl Denoiser<'_> {
         let hooks = EditHooks::new(gpu, plan, stores)?;
         let dt = self.unet.dtype;
         let mut rec = StageRecording::new(gpu, dt, 2 * b, (h, w), c)?;
-        rec.hold(self.text_encoder.encode(gpu, &self.encode_ids(&plan.prompts, &r.negative)?)?);
+        rec.hold(self.text_encoder.encode(gpu, &self.encode_ids(&plan.prompts, &r.sampling.negative)?)?);
         let self_max_tokens = r.self_max_res * r.self_max_res;
         for inject_self in [true, false] {
             let (unet, hooks) = (self.unet, &hooks);
@@ -295,16 +318,10 @@ impl Denoiser<'_> {
     pub fn edit(&self, gpu: &Gpu, plan: &EditPlan, r: &EditRun, progress: &mut StageProgress) -> Result<EditedSamples> {
         let b = plan.prompts.len();
         let c = self.unet.config.in_channels;
-        let (h, w) = r.latent_hw;
-        if r.latents.len() != c * h * w {
-            return Err(Error::shape(
-                "edit",
-                format!("latents hold {} values, expected [1, {c}, {h}, {w}]", r.latents.len()),
-            ));
-        }
-        let mut sched = self.schedule(r.scheduler, r.steps)?;
+        let (h, w) = r.sampling.check_latents("edit", c)?;
+        let mut sched = self.schedule(r.sampling.scheduler, r.sampling.steps)?;
         let (rec, mut hooks, attention_res) = self.record_edit(gpu, plan, r)?;
-        let sampler = Sampler::new(gpu, sched.as_ref(), &rec, &r.latents, b, (h, w, c), r.guidance)?;
+        let sampler = Sampler::new(gpu, sched.as_ref(), &rec, &r.sampling.latents, b, (h, w, c), r.sampling.guidance)?;
         hooks.blend_on(gpu, &sampler.x)?;
         let total = sched.timesteps().len();
         let samples = sampler.run(gpu, &rec, sched.as_mut(), &mut hooks, progress)?;

@@ -21,7 +21,7 @@ use crate::noise::gaussian;
 use crate::p2p::EditPlan;
 use crate::pictures::token_label;
 use crate::pipelines::cascade::SrRun;
-use crate::pipelines::{EditRun, Generate, Progress};
+use crate::pipelines::{EditRun, Generate, Progress, Sampling};
 use crate::tensor::DType;
 use crate::text::Tokenizer;
 use crate::weights::folder::{SR_UNET, TEXT_ENCODER, UNET, VAE};
@@ -301,8 +301,7 @@ impl Session {
         let index = self.index();
         let guidance = r.guidance.or(index.and_then(|i| i.guidance_scale)).unwrap_or(7.5);
         let steps = self.steps(r);
-        let generate = || Generate {
-            prompts: prompts.clone(),
+        let sampling = Sampling {
             negative: r.negative_prompt.clone(),
             steps,
             guidance,
@@ -310,13 +309,9 @@ impl Session {
             latents: data.clone(),
             latent_hw: hw,
         };
+        let generate = || Generate { prompts: prompts.clone(), sampling: sampling.clone() };
         let edit_run = || EditRun {
-            negative: r.negative_prompt.clone(),
-            steps,
-            guidance,
-            scheduler: kind,
-            latents: data.clone(),
-            latent_hw: hw,
+            sampling: sampling.clone(),
             self_max_res: r.self_max_res,
             blend_res: r.blend_res,
             attention_res: r.attention.then_some(r.attention_res),
