@@ -32,7 +32,7 @@ fn main() {
             );
             return Ok(());
         }
-        let gpu = p2p_wgpu::Gpu::new(&Default::default())?;
+        let gpu = p2p_wgpu::Gpu::new(&p2p_wgpu::gpu::GpuOptions::from_env())?;
         let dir = match (quick, value("--model")) {
             (_, Some(m)) => m.into(),
             (true, None) => std::path::PathBuf::from("tests/fixtures/sd1-tiny"),

@@ -1,7 +1,7 @@
 //! p2p-wgpu: Prompt-to-Prompt image editing as a GPU compute engine on raw wgpu.
 //!
 //! This crate holds the GPU runtime (`gpu`), GPU tensors (`tensor`) and the WGSL kernel library with its Rust-side
-//! ops (`ops`). Models, schedulers and the edit machinery build on these (see DESIGN.md in the shared folder).
+//! ops (`ops`). Models, schedulers and the edit machinery build on these (see docs/DESIGN.md and docs/ARCHITECTURE.md).
 pub mod app;
 pub mod bench;
 pub mod convert;

@@ -196,6 +196,8 @@ fn bad_input_is_one_clear_line() {
     one_line_error(&run(&["--model", m, "--prompt", "x", "--out", file.to_str().unwrap()]), 1, "is a file");
     // A model folder holding only a pickle.
     let pk = dir.join("pickled");
+    std::fs::create_dir_all(&pk).unwrap();
+    std::fs::copy(model.join("model_index.json"), pk.join("model_index.json")).unwrap();
     for sub in ["unet", "text_encoder", "vae", "tokenizer", "scheduler"] {
         let from = model.join(sub);
         let to = pk.join(sub);

@@ -223,46 +223,6 @@ fn shape_errors_are_results() {
     assert!(rec.is_empty());
 }
 
-/// Lavapipe timings behind the CPU row of the tile table: compile + first run, then the steady time of a few
-/// SD-shaped GEMMs per candidate tile. `cargo test --release --test matmul -- --ignored --nocapture tile_timings`.
-#[test]
-#[ignore]
-fn tile_timings() {
-    use p2p_wgpu::ops::matmul::tiles::candidates;
-    let gpu = gpu();
-    for dt in dtypes() {
-        for tile in candidates(gpu, dt) {
-            let plan = TilePlan { large: tile, small: tile, vec4: false, narrow: false };
-            let mut line = format!("{dt:?} {:<22}", tile.name());
-            for (m, k, n) in [(77, 64, 96), (256, 320, 320), (154, 768, 320), (64, 1280, 2560)] {
-                let (ta, _) = upload(&[m, k], dt, &vec![0.01; m * k]);
-                let (tb, _) = upload(&[n, k], dt, &vec![0.01; n * k]);
-                let out = poisoned(&[m, n], dt);
-                let o = MatmulOpts { trans_b: true, ..Default::default() };
-                let t0 = std::time::Instant::now();
-                let mut rec = Recording::new();
-                matmul_with(gpu, &mut rec, &ta, &tb, &out, &o, plan).unwrap();
-                gpu.run(&rec).unwrap();
-                gpu.sync().unwrap();
-                let first = t0.elapsed().as_secs_f64();
-                let t1 = std::time::Instant::now();
-                for _ in 0..3 {
-                    gpu.run(&rec).unwrap();
-                }
-                gpu.sync().unwrap();
-                let s = t1.elapsed().as_secs_f64() / 3.0;
-                line += &format!(
-                    " | {m}x{k}x{n}: first {:.0} ms, {:.1} ms = {:.2} GFLOP/s",
-                    first * 1e3,
-                    s * 1e3,
-                    2.0 * (m * k * n) as f64 / s / 1e9
-                );
-            }
-            println!("{line}");
-        }
-    }
-}
-
 /// The GEMM autotune runs every candidate tile of this adapter on its two representative GEMMs, and each gives the
 /// right result (a wrong one would be dropped from the timings). Nothing is written to the tile cache.
 /// `cargo test --release --test matmul -- --ignored autotune_times_every_candidate`

@@ -1,4 +1,4 @@
-//! Prompt-to-Prompt parity against our PyTorch port of DESIGN.md §5 (weights-tools/ptp_reference.py, fixtures in
+//! Prompt-to-Prompt parity against our PyTorch port of docs/DESIGN.md §5 (weights-tools/ptp_reference.py, fixtures in
 //! tests/fixtures/p2p made by weights-tools/make_p2p_fixtures.py on the tiny SD 1.x model): for every case the
 //! host tables (mapper W, r, eq, the cross window table, the self window, blend positions) and whole edits
 //! (final latents ≤ 2e-3, images ≤ 1e-3 relative L2; blend masks exact). Each case also asserts that its edit

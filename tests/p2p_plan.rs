@@ -1,4 +1,4 @@
-//! The edit plan (DESIGN §5): replacement and refinement mappers, reweight factors, the cross and self windows,
+//! The edit plan (docs/DESIGN.md §5): replacement and refinement mappers, reweight factors, the cross and self windows,
 //! local-blend positions, the kernel's edit data, and every error, on the embedded CLIP tokenizer. The expected
 //! values are worked out by hand from the reference algorithms (google/prompt-to-prompt's `seq_aligner` and
 //! `ptp_utils`), with the token positions shown by `p2p-wgpu tokens`.

@@ -302,38 +302,3 @@ fn grid_png_round_trip() {
     let back = image::load_from_memory(&output::png(&rgb, h, w).unwrap()).unwrap();
     assert_eq!((back.height() as usize, back.width() as usize), (h, w));
 }
-
-/// Writes sample pictures into the folder `$P2P_PICTURES_DEMO` for a look by eye:
-/// `P2P_PICTURES_DEMO=/tmp/demo cargo test --release --test pictures -- --ignored demo`.
-#[test]
-#[ignore]
-fn demo() {
-    let Ok(dir) = std::env::var("P2P_PICTURES_DEMO") else { return };
-    let dir = std::path::Path::new(&dir);
-    output::prepare_dir(dir).unwrap();
-    let write = |name: &str, (rgb, h, w): (Vec<u8>, usize, usize)| {
-        output::write_atomic(&dir.join(name), &output::png(&rgb, h, w).unwrap()).unwrap()
-    };
-    let img = ramp(64, 64);
-    let prompts =
-        ["source", "a cat riding a bicycle", "a photograph of a dog riding a motorcycle on a sunny day in the park"];
-    let images: Vec<_> = prompts.iter().map(|_| (img.clone(), 64, 64)).collect();
-    write("grid-small.png", captioned_grid(&images, &strings(&prompts)).unwrap());
-    let big: Vec<_> = prompts.iter().map(|_| (ramp(256, 256).repeat(2), 512, 256)).collect();
-    write("grid-512.png", captioned_grid(&big, &strings(&prompts)).unwrap());
-    let tokens =
-        ["<|startoftext|>", "a</w>", "cat</w>", "riding</w>", "a</w>", "bicycle</w>", "<|endoftext|>", "x", "y"];
-    let maps: Vec<Vec<f32>> = (0..tokens.len())
-        .map(|t| {
-            (0..256)
-                .map(|i| (((i / 16) as f32 - t as f32).powi(2) + ((i % 16) as f32 - 8.0).powi(2)).sqrt())
-                .map(|d| (-d / 4.0).exp())
-                .collect()
-        })
-        .collect();
-    write("attention.png", attention_grid(&maps, 16, &strings(&tokens), 96).unwrap());
-    write("attention-viridis.png", attention_grid_with(&maps, 16, &strings(&tokens), 96, Colormap::Viridis).unwrap());
-    let masks: Vec<Vec<f32>> =
-        maps.iter().take(3).map(|m| m.iter().map(|&v| (v > 0.3) as u8 as f32).collect()).collect();
-    write("masks.png", mask_grid(&masks, 16, 16, &strings(&prompts), 128).unwrap());
-}

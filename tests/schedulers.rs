@@ -1,6 +1,6 @@
 //! Schedulers against diffusers 0.42.1.
 //!
-//! - `timestep_lists`: PNDM's S+1 list for S = 50 (DESIGN.md §5) and the 4-step lists of the SD fixtures.
+//! - `timestep_lists`: PNDM's S+1 list for S = 50 (docs/DESIGN.md §5) and the 4-step lists of the SD fixtures.
 //! - `single_steps_match_diffusers`: every single step replayed from diffusers' own UNet outputs of the 4-step
 //!   text-to-image fixture runs (epsilon PNDM and DDIM on SD 1.x, v-prediction DDIM on SD 2.x).
 //! - `parity_with_diffusers` (tests/fixtures/schedulers, weights-tools/make_scheduler_fixtures.py): for PNDM, DDIM,

@@ -4,7 +4,7 @@
 For every seed a world scene gives the source prompt (its caption) and the initial noise (torch.randn seeded by the
 seed); each edit runs twice from the same noise:
 
-- **P2P**: the edit through `ptp_reference.py` (our PyTorch port of DESIGN §5, which the engine matches number for
+- **P2P**: the edit through `ptp_reference.py` (our PyTorch port of docs/DESIGN.md §5, which the engine matches number for
   number in tests/p2p_parity.rs), default windows (cross 0.8, self 0.4, the CLI's defaults) and the model's scheduler;
 - **plain**: plain regeneration of the edited prompt from the same noise (the paper's Figure 2 baseline).
 

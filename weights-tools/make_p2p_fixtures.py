@@ -2,7 +2,7 @@
 """Prompt-to-Prompt parity fixtures for p2p-wgpu: tests/fixtures/p2p/*.safetensors + manifest.json.
 
 Our own script (p2p-wgpu project). Every edit runs through weights-tools/ptp_reference.py, our PyTorch port of
-DESIGN.md §4/§5 (the google/prompt-to-prompt semantics), on the tiny SD 1.x model tests/fixtures/sd1-tiny
+docs/DESIGN.md §4/§5 (the google/prompt-to-prompt semantics), on the tiny SD 1.x model tests/fixtures/sd1-tiny
 (8x8 latents, 16x16 images; its attn2 q/k weights are scaled by 6 so the cross-attention maps are sharp).
 
 Regenerate (about 10 s on 2 CPU cores, byte-identical on every run), from the repository root:
@@ -387,7 +387,7 @@ def main() -> None:
     manifest = {
         "format": 1,
         "generator": "weights-tools/make_p2p_fixtures.py (edits by weights-tools/ptp_reference.py, our port of "
-                     "DESIGN.md §5)",
+                     "docs/DESIGN.md §5)",
         "regenerate": REGENERATE,
         "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__,
                      "transformers": transformers.__version__, "safetensors": safetensors.__version__,

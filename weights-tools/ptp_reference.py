@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A PyTorch reference of Prompt-to-Prompt editing for p2p-wgpu's parity tests.
 
-This is OUR PORT (p2p-wgpu project). It is written from the semantics in DESIGN.md §4 and §5, which describe the
+This is OUR PORT (p2p-wgpu project). It is written from the semantics in docs/DESIGN.md §4 and §5, which describe the
 behaviour of the original google/prompt-to-prompt notebooks (ptp_utils.get_word_inds, seq_aligner,
 get_equalizer, get_time_words_attention_alpha, AttentionStore / AttentionControlEdit / AttentionReplace /
 AttentionRefine / AttentionReweight, LocalBlend). No code is copied from that repository. Where the reference has a

@@ -1,5 +1,5 @@
 // Cross-attention (few keys: nk <= MAX_KEYS) with the Prompt-to-Prompt edit applied to the post-softmax maps inside
-// the kernel (DESIGN §4). Batch rows are [..., src, t_1..t_T, ...]: rows src_row+1..src_row+T are the targets of
+// the kernel (docs/DESIGN.md §4). Batch rows are [..., src, t_1..t_T, ...]: rows src_row+1..src_row+T are the targets of
 // the source row src_row. For target t, head h, query pixel p and key (text token) n, with P_s the source row's
 // softmax and P_t the target's:
 //   E_t[n]  = eq_t[n] · ( Σ_w P_s[w] · W_t[w, n] + r_t[n] · P_t[n] )

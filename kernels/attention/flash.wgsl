@@ -1,6 +1,6 @@
 // Flash-style scaled dot-product attention, as torch.nn.functional.scaled_dot_product_attention without dropout
 // (optionally with the causal mask, `causal`): out[b, i, h] = softmax(scale · Q[b, i, h] · K[b, :, h]^T) · V[b, :, h], with the self-attention injection
-// of Prompt-to-Prompt (DESIGN §4): rows inject_first..inject_first+inject_count take Q and K from row inject_src
+// of Prompt-to-Prompt (docs/DESIGN.md §4): rows inject_first..inject_first+inject_count take Q and K from row inject_src
 // and V from their own row, out_b = softmax(scale · Q_s K_s^T) · V_b.
 //
 // One workgroup of 64 invocations handles BQ queries of one head of one batch row. Each query belongs to DSPLIT

@@ -16,7 +16,7 @@ use crate::tensor::Tensor;
 
 use super::{Ctx, GroupNorm, LayerNorm, Linear, Load, key};
 
-/// Prompt-to-Prompt hooks for the attention layers of one recorded UNet call (DESIGN.md §4). Batch rows are
+/// Prompt-to-Prompt hooks for the attention layers of one recorded UNet call (docs/DESIGN.md §4). Batch rows are
 /// `[uncond × B, cond × B]`; the conditional source is row `src_row` and its targets the rows after it.
 pub struct AttnHooks<'a> {
     /// Edit data of the cross-attention layers (rewritten by the host before each replay).

@@ -1,5 +1,5 @@
 //! Local blending on the GPU (kernels/blend/), the same computation as the host reference `p2p::blend`
-//! (DESIGN.md §5): from the running sum of stored cross-attention maps `[B, res², keys]`, per prompt the sum over
+//! (docs/DESIGN.md §5): from the running sum of stored cross-attention maps `[B, res², keys]`, per prompt the sum over
 //! its blend-word tokens, a 3×3 max-pool, nearest upsampling to the latent size, division by the image's own
 //! maximum and a strict threshold, each target's mask OR-ed with the source's; then, in place on the f32 sample
 //! `[B, h, w, C]`, `x_b ← x_src + mask_b·(x_b − x_src)`. Three dispatches, all built once per run: the masks stay in

@@ -1,5 +1,5 @@
 //! Refinement: the Needleman–Wunsch alignment of the source and target token ids, exactly as google/prompt-to-prompt's
-//! `seq_aligner.global_align` / `get_aligned_sequences` / `get_mapper` (DESIGN §5).
+//! `seq_aligner.global_align` / `get_aligned_sequences` / `get_mapper` (docs/DESIGN.md §5).
 //!
 //! - The score matrix has `len(x)+1` rows and `len(y)+1` columns; row 0 and column 0 hold `k·gap`.
 //! - Each cell is `max(left, up, diag)` with `left = M[i][j-1] + gap`, `up = M[i-1][j] + gap`,

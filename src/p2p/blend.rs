@@ -1,4 +1,4 @@
-//! Local blending on the host (DESIGN.md §5, as the Prompt-to-Prompt reference's `LocalBlend`): from the running
+//! Local blending on the host (docs/DESIGN.md §5, as the Prompt-to-Prompt reference's `LocalBlend`): from the running
 //! sum of stored cross-attention maps at resolution `res`, per prompt the sum over its blend-word tokens, a 3×3
 //! max-pool (stride 1, pad 1), nearest upsampling to the latent size, division by the image's own maximum and a
 //! strict threshold; each target's mask is OR-ed with the source's, and `x_b ← x_src + mask_b·(x_b − x_src)`.

@@ -1,5 +1,5 @@
 //! Word swap: the replacement mapper, exactly as google/prompt-to-prompt's `seq_aligner.get_replacement_mapper_`
-//! (DESIGN §5).
+//! (docs/DESIGN.md §5).
 //!
 //! The two prompts have the same word count. The words that differ are the replaced words; for each, the token
 //! positions in the source (`inds_source`) and in the target (`inds_target`) come from the word walk

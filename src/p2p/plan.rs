@@ -1,6 +1,6 @@
 //! The edit plan: from what the user asked (`EditSpec`) to the data the attention kernels read (`EditPlan`).
 //!
-//! [`EditPlan::new`] follows DESIGN §5 (the google/prompt-to-prompt notebooks):
+//! [`EditPlan::new`] follows docs/DESIGN.md §5 (the google/prompt-to-prompt notebooks):
 //! - targets: the swap target (the prompt with each swapped word replaced), then the `--target` prompts; with none
 //!   but reweights, the prompt itself;
 //! - mode: given, or Replace when every target has the prompt's word count, else Refine;

@@ -1,5 +1,5 @@
 //! The step windows: the cross-attention table (`ptp_utils.get_time_words_attention_alpha`) and the
-//! self-attention window (`AttentionControlEdit.num_self_replace`), DESIGN §5.
+//! self-attention window (`AttentionControlEdit.num_self_replace`), docs/DESIGN.md §5.
 use super::plan::Window;
 use crate::text::PromptWords;
 use crate::{Error, Result};

@@ -1,4 +1,4 @@
-//! Word → token positions, exactly as google/prompt-to-prompt's `ptp_utils.get_word_inds` (DESIGN §5):
+//! Word → token positions, exactly as google/prompt-to-prompt's `ptp_utils.get_word_inds` (docs/DESIGN.md §5):
 //!
 //! - the prompt's words are `prompt.split(" ")` (single spaces; runs of spaces give empty words);
 //! - the prompt's tokens (untruncated, without BOS/EOS) are walked in order; each is decoded alone

@@ -1,4 +1,4 @@
-//! The diffusers folder layout (DESIGN.md §6): `model_index.json` at the root names the components
+//! The diffusers folder layout (docs/DESIGN.md §6): `model_index.json` at the root names the components
 //! (`"unet": ["diffusers", "UNet2DConditionModel"]`), each in its own subfolder (`unet/`, `text_encoder/`, `vae/`,
 //! `tokenizer/`, `scheduler/`) with a `config.json` (`scheduler_config.json` for schedulers). The model code parses
 //! the config fields itself; this module finds the files and gives clear errors for missing or malformed ones.

@@ -1,4 +1,4 @@
-//! Weight files: strict safetensors validation before any allocation (DESIGN.md §6), diffusers folder layout,
+//! Weight files: strict safetensors validation before any allocation (docs/DESIGN.md §6), diffusers folder layout,
 //! key-name variants, and refusal of pickles.
 //!
 //! - [`safetensors_file`]: the strict reader ([`SafetensorsFile`]).

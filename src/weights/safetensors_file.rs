@@ -1,4 +1,4 @@
-//! A strict safetensors reader (DESIGN.md §6). The whole header is validated before any tensor byte is read: the
+//! A strict safetensors reader (docs/DESIGN.md §6). The whole header is validated before any tensor byte is read: the
 //! 8-byte little-endian header length (at most [`MAX_HEADER_LEN`] and within the file), a UTF-8 JSON object without
 //! duplicate keys, `__metadata__` as string → string, and for every tensor a known dtype, a shape, and
 //! `data_offsets` inside the data section whose length is dtype size × element count. The tensors, sorted by offset,
