@@ -18,7 +18,7 @@ fn strings(v: &[&str]) -> Vec<String> {
 
 fn main() -> p2p_wgpu::Result<()> {
     let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "pictures-example".into()));
-    output::prepare_dir(&dir)?;
+    std::fs::create_dir_all(&dir).map_err(|e| p2p_wgpu::Error::input(format!("{}: {e}", dir.display())))?;
     let write = |name: &str, (rgb, h, w): (Vec<u8>, usize, usize)| -> p2p_wgpu::Result<()> {
         let path = dir.join(name);
         output::write_atomic(&path, &output::png(&rgb, h, w)?)?;

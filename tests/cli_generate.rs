@@ -219,6 +219,7 @@ fn bad_input_is_one_clear_line() {
     // Malformed weights: a truncated safetensors file.
     let bad = dir.join("badweights");
     std::fs::create_dir_all(&bad).unwrap();
+    std::fs::copy(model.join("model_index.json"), bad.join("model_index.json")).unwrap();
     for sub in ["unet", "text_encoder", "vae", "tokenizer", "scheduler"] {
         let to = bad.join(sub);
         std::fs::create_dir_all(&to).unwrap();
@@ -237,6 +238,8 @@ fn bad_input_is_one_clear_line() {
     one_line_error(&run(&["--model", bad.to_str().unwrap(), "--prompt", "x", "--out", o]), 1, "vae");
     // Missing tokenizer folder.
     let notok = dir.join("notok");
+    std::fs::create_dir_all(&notok).unwrap();
+    std::fs::copy(model.join("model_index.json"), notok.join("model_index.json")).unwrap();
     for sub in ["unet", "text_encoder", "vae", "scheduler"] {
         let to = notok.join(sub);
         std::fs::create_dir_all(&to).unwrap();

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::gpu::GpuOptions;
 use crate::models::cascade::is_cascade;
 use crate::models::vae::{DecodeOptions, Tiling};
-use crate::output::{check_not_input, prepare_dir, write_atomic};
+use crate::output::{OutputFiles, WriteSet, remove_stale};
 use crate::pipelines::Step;
 use crate::session::{Files, InitialNoise, Output, Precision, Request, Session, SessionOptions};
 use crate::weights::SafetensorsFile;
@@ -292,19 +292,16 @@ pub fn run(a: &GenerateArgs, gpu: GpuOptions) -> Result<()> {
     } else {
         vec![prompt.clone()]
     };
-    let mut inputs: Vec<&Path> = vec![model.as_path()];
-    if let Some(l) = &a.latents {
-        inputs.push(l);
-    }
-    prepare_dir(&a.out)?;
-    for name in Output::image_names(prompts.len()).iter().map(String::as_str).chain(["grid.png", "raw.safetensors"]) {
-        check_not_input(&a.out.join(name), &inputs)?;
-    }
-    if let Some(s) = &a.save_latents {
-        check_not_input(s, &inputs)?;
-    }
+    // Every path the run will write is checked now, before the model loads; the folder is made once the run is
+    // known to be valid (crate::output::files has the policy).
+    let names = Output::file_names(prompts.len(), req.attention, req.blend.is_some(), a.save_raw);
+    let extra: Vec<(&str, &Path)> = a.save_latents.iter().map(|p| ("--save-latents", p.as_path())).collect();
+    let targets = OutputFiles::new(&a.out, &names, &extra);
+    let inputs: Vec<&Path> = a.latents.iter().map(PathBuf::as_path).collect();
+    targets.check(&[model.as_path()], &inputs)?;
     let session = Session::open(&a.session_options(model, gpu)?)?;
     session.check(&req)?;
+    targets.create_folder()?;
     // A random seed is printed once the model has loaded and before the run, so that a run that fails can be repeated.
     if req.seed.is_none() && (req.latents.is_none() || cascade) {
         let s = crate::session::random_seed();
@@ -329,10 +326,23 @@ pub fn run(a: &GenerateArgs, gpu: GpuOptions) -> Result<()> {
     for w in &out.warnings {
         say(&format!("warning: {w}"));
     }
+    let mut set = WriteSet::new();
     if let Some(s) = &a.save_latents {
-        write_atomic(s, &out.noise_file()?)?;
+        set.add(s.clone(), out.noise_file()?);
     }
-    out.write(&a.out, Files { raw: a.save_raw })?;
+    for (name, bytes) in out.files(Files { raw: a.save_raw })? {
+        set.add(a.out.join(name), bytes);
+    }
+    let written = set.commit()?;
+    let stale = remove_stale(&a.out, &written, Output::is_output_name)?;
+    if !stale.is_empty() {
+        say(&format!(
+            "removed {} output(s) of an earlier run in {}: {}",
+            stale.len(),
+            a.out.display(),
+            stale.join(", ")
+        ));
+    }
     let (h, w) = out.image_hw;
     let secs = session.load_seconds + out.timings.run;
     say(&format!("wrote {} image(s) of {w}x{h} to {} in {secs:.1} s", out.prompts.len(), a.out.display()));

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
-use crate::output::{Quantize, png, safetensors_f32, to_rgb8, write_atomic};
+use crate::output::{Quantize, WriteSet, png, safetensors_f32, to_rgb8};
 use crate::pictures::{attention_grid, captioned_grid, mask_grid};
 
 /// Per-token cross-attention maps of an edit: the sum over UNet evaluations of the stored maps, heads and layers.
@@ -85,12 +85,36 @@ impl Output {
         v
     }
 
-    /// Every file name [`Output::files`] may make for `rows` rows.
-    pub fn all_names(rows: usize) -> Vec<String> {
+    /// The names of the files [`Output::files`] makes for `rows` rows, with attention maps, blend masks and
+    /// `raw.safetensors` as asked.
+    pub fn file_names(rows: usize, attention: bool, blend: bool, raw: bool) -> Vec<String> {
         let mut v = Self::image_names(rows);
-        v.extend(["grid.png", "raw.safetensors", "blend-masks.png"].map(String::from));
-        v.extend((0..rows).map(|b| format!("attention-{b}.png")));
+        if rows > 1 {
+            v.push("grid.png".into());
+        }
+        if attention {
+            v.extend((0..rows).map(|b| format!("attention-{b}.png")));
+        }
+        if blend {
+            v.push("blend-masks.png".into());
+        }
+        if raw {
+            v.push("raw.safetensors".into());
+        }
         v
+    }
+
+    /// Whether `name` is a file name that [`Output::files`] makes for some request: `source.png`, `edit.png`,
+    /// `edit-N.png`, `grid.png`, `attention-N.png`, `blend-masks.png`, `raw.safetensors`.
+    pub fn is_output_name(name: &str) -> bool {
+        let numbered = |prefix: &str| {
+            name.strip_prefix(prefix)
+                .and_then(|r| r.strip_suffix(".png"))
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        };
+        matches!(name, "source.png" | "edit.png" | "grid.png" | "blend-masks.png" | "raw.safetensors")
+            || numbered("edit-")
+            || numbered("attention-")
     }
 
     /// The files of this output, in memory: (name, bytes).
@@ -133,15 +157,13 @@ impl Output {
         safetensors_f32(&t)
     }
 
-    /// Makes every file, then writes each atomically into the existing folder `dir`; returns the paths.
+    /// Makes every file, then writes them all-or-nothing into the existing folder `dir` (see
+    /// [`crate::output::files`]); returns the paths.
     pub fn write(&self, dir: &Path, f: Files) -> Result<Vec<PathBuf>> {
-        let files = self.files(f)?;
-        let mut paths = Vec::new();
-        for (name, bytes) in files {
-            let p = dir.join(name);
-            write_atomic(&p, &bytes)?;
-            paths.push(p);
+        let mut set = WriteSet::new();
+        for (name, bytes) in self.files(f)? {
+            set.add(dir.join(name), bytes);
         }
-        Ok(paths)
+        set.commit()
     }
 }

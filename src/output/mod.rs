@@ -1,45 +1,10 @@
-//! Writing results: the output folder is checked before the GPU runs; PNGs and safetensors files are written
-//! atomically (a temporary file in the same folder, then a rename), never over an input file.
-use std::path::{Path, PathBuf};
+//! Encoding results (8-bit RGB, PNG, grids, f32 safetensors files) and, in [`files`], the one policy for where a
+//! run may write and how (checked before the GPU runs, written all-or-nothing).
+pub mod files;
+
+pub use files::{OutputFiles, WriteSet, remove_stale, write_atomic};
 
 use crate::error::{Error, Result};
-
-/// Creates `dir` if needed and checks that it is a writable folder.
-pub fn prepare_dir(dir: &Path) -> Result<()> {
-    if dir.exists() && !dir.is_dir() {
-        return Err(Error::input(format!("output {} is a file, not a folder", dir.display())));
-    }
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error::input(format!("cannot create output folder {}: {e}", dir.display())))?;
-    let probe = dir.join(format!(".p2p-wgpu-write-test-{}", std::process::id()));
-    std::fs::write(&probe, b"")
-        .map_err(|e| Error::input(format!("output folder {} is not writable: {e}", dir.display())))?;
-    let _ = std::fs::remove_file(&probe);
-    Ok(())
-}
-
-/// Refuses to write `target` when it is one of `inputs`.
-pub fn check_not_input(target: &Path, inputs: &[&Path]) -> Result<()> {
-    let canon = |p: &Path| std::fs::canonicalize(p).ok();
-    if let Some(t) = canon(target) {
-        if inputs.iter().any(|i| canon(i).as_ref() == Some(&t)) {
-            return Err(Error::input(format!("refusing to overwrite the input file {}", target.display())));
-        }
-    }
-    Ok(())
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| Error::input(format!("{} is not a file path", path.display())))?;
-    let tmp: PathBuf = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| Error::input(format!("cannot write {}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::input(format!("cannot write {}: {e}", path.display()))
-    })
-}
 
 /// How [0, 1] floats become 8-bit values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
