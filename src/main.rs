@@ -2,7 +2,8 @@
 //! non-zero exit code, never a panic.
 use clap::{Parser, Subcommand};
 
-use p2p_wgpu::app::generate::{GenerateArgs, say};
+use p2p_wgpu::app::console::{out, say};
+use p2p_wgpu::app::generate::GenerateArgs;
 use p2p_wgpu::app::info::InfoArgs;
 use p2p_wgpu::text::{TokenReport, Tokenizer};
 
@@ -100,7 +101,7 @@ fn run(cli: Cli) -> p2p_wgpu::Result<()> {
             for note in &report.notes {
                 say(&format!("p2p-wgpu: warning: {note}"));
             }
-            out(&format!("{}\n", report.summary()));
+            out(&format!("{}\n", report.summary()))?;
             Ok(())
         }
         Command::Tokens(args) => {
@@ -116,22 +117,12 @@ fn run(cli: Cli) -> p2p_wgpu::Result<()> {
                 ));
             }
             if args.json {
-                out(&format!("{}\n", report.to_json()));
+                out(&format!("{}\n", report.to_json()))?;
             } else {
-                out(&report.table());
+                out(&report.table())?;
             }
             Ok(())
         }
-    }
-}
-
-/// Writes to stdout; a closed pipe (`p2p-wgpu tokens x | head -0`) ends the process quietly, as other command-line
-/// tools do.
-fn out(text: &str) {
-    use std::io::Write;
-    let mut o = std::io::stdout().lock();
-    if o.write_all(text.as_bytes()).and_then(|_| o.flush()).is_err() {
-        std::process::exit(0);
     }
 }
 

@@ -3,38 +3,15 @@
 //! a non-zero exit and no output file.
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
+use common::cli::{fixtures, one_line_error, run, tmp};
 use common::rel_l2;
 use p2p_wgpu::output::safetensors_f32;
 use p2p_wgpu::weights::SafetensorsFile;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("p2p-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_p2p-wgpu")).args(args).output().expect("run p2p-wgpu")
-}
-
 fn read(path: &Path, name: &str) -> Vec<f32> {
     SafetensorsFile::open(path).unwrap().read_f32(name).unwrap().data
-}
-
-fn one_line_error(o: &Output, code: i32, needle: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    let lines: Vec<&str> = err.lines().filter(|l| !l.contains("XDG_RUNTIME_DIR")).collect();
-    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
-    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
-    assert!(lines[0].contains(needle), "{:?} does not mention {needle:?}", lines[0]);
-    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
 }
 
 #[test]

@@ -2,9 +2,9 @@
 //! `model_index.json`'s `P2PCascadePipeline`), and Prompt-to-Prompt edits of it (`--swap`, `--target`, `--reweight`,
 //! `--blend`, windows; a cascade is edited in its base stage). Inputs are checked and the output folder prepared
 //! before the GPU runs; files are written atomically at the end.
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::console::say;
 use crate::error::{Error, Result};
 use crate::gpu::GpuOptions;
 use crate::models::cascade::is_cascade;
@@ -28,11 +28,11 @@ pub struct GenerateArgs {
     #[arg(long, default_value = "")]
     pub negative_prompt: String,
     /// Sampling steps [default: the model's `num_inference_steps` (a cascade's model_index.json), else 50].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole::<usize>("between 1 and 1000"))]
     pub steps: Option<usize>,
     /// Classifier-free guidance scale [default: the model's `guidance_scale` (a cascade's model_index.json), else
     /// 7.5].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub guidance: Option<f64>,
     /// Scheduler; default: the model's scheduler_config.json. pndm (PLMS), ddim (eta 0), dpm++ (DPM-Solver++ 2M;
     /// also spelled dpmsolver++) or euler (Euler discrete); keys the config lacks take that class's diffusers
@@ -41,7 +41,7 @@ pub struct GenerateArgs {
     pub scheduler: Option<String>,
     /// Seed of the initial noise (our documented generator); default: a random seed, printed. A cascade draws its
     /// super-resolution noises from seed+1 (augmentation) and seed+2 (initial noise).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole::<u64>("a whole number from 0 to 18446744073709551615"))]
     pub seed: Option<u64>,
     /// Initial latent (safetensors, tensor `latents` [1, C, h, w] f32); replaces the seed's noise. For a cascade,
     /// the base's noise [1, 3, h, w], and optionally `sr_aug_noise` and `sr_latents` [1, 3, 4h, 4w].
@@ -52,9 +52,9 @@ pub struct GenerateArgs {
     pub save_latents: Option<PathBuf>,
     /// Image height and width in pixels (default: the model's native size); multiples of the latent grid. A
     /// cascade's final (super-resolved) size, 4× the base's.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole::<usize>("a positive number of pixels"))]
     pub height: Option<usize>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole::<usize>("a positive number of pixels"))]
     pub width: Option<usize>,
     /// Output folder.
     #[arg(long, value_name = "DIR", default_value = "p2p-out")]
@@ -64,10 +64,10 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub save_raw: bool,
     /// Cascade: super-resolution sampling steps [default: the model's `sr_num_inference_steps`, else --steps].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole::<usize>("between 1 and 1000"))]
     pub sr_steps: Option<usize>,
     /// Cascade: super-resolution guidance scale (default: the model's sr_guidance_scale).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub sr_guidance: Option<f64>,
     /// Weight-file variant, e.g. fp16 for *.fp16.safetensors. Default: fp16 when running in f16 and every
     /// weighted component has *.fp16.safetensors files, else the plain files.
@@ -89,10 +89,10 @@ pub struct GenerateArgs {
     pub vae_tile: bool,
     /// Side of a decode tile in pixels (default: the largest that fits, or half the image side, at most 512,
     /// with --vae-tile); a multiple of the VAE's upscale factor.
-    #[arg(long, value_name = "PX")]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole::<usize>("a positive number of pixels"), value_name = "PX")]
     pub vae_tile_size: Option<usize>,
     /// Memory one image's (or tile's) decode may use, in MiB, before tiling.
-    #[arg(long, value_name = "MIB", default_value_t = crate::models::vae::DEFAULT_DECODE_BUDGET >> 20)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole::<u64>("a positive number of MiB"), value_name = "MIB", default_value_t = crate::models::vae::DEFAULT_DECODE_BUDGET >> 20)]
     pub vae_budget: u64,
     /// Reproduce the reference implementation's quirks (replacement-mapper misalignment, uint8 truncation).
     #[arg(long, value_parser = ["ptp"])]
@@ -114,32 +114,32 @@ pub struct GenerateArgs {
     /// Local blending on these words (looked up in every prompt).
     #[arg(long, value_name = "W1,W2,...", help_heading = "Edits")]
     pub blend: Option<String>,
-    #[arg(long, default_value_t = 0.3, help_heading = "Edits")]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.3, help_heading = "Edits")]
     pub blend_threshold: f32,
     /// Fraction of the steps before blending starts.
-    #[arg(long, default_value_t = 0.0, help_heading = "Edits")]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0, help_heading = "Edits")]
     pub blend_start: f64,
     /// Side of the attention maps local blending reads (default: the smallest cross-attention side at least the
     /// latent side / 4, i.e. 16 for SD at 512 px).
-    #[arg(long, help_heading = "Edits")]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole::<usize>("a positive attention resolution"), help_heading = "Edits")]
     pub blend_res: Option<usize>,
     /// Cross-attention window as fractions of the steps: F means 0:F.
-    #[arg(long, value_name = "F|S:E", default_value = "0.8", help_heading = "Edits")]
+    #[arg(long, allow_negative_numbers = true, value_name = "F|S:E", default_value = "0.8", help_heading = "Edits")]
     pub cross_steps: String,
     /// Per-word cross-attention window, repeatable.
     #[arg(long, value_name = "W=F|W=S:E", help_heading = "Edits")]
     pub cross_steps_word: Vec<String>,
     /// Self-attention window.
-    #[arg(long, value_name = "F|S:E", default_value = "0.4", help_heading = "Edits")]
+    #[arg(long, allow_negative_numbers = true, value_name = "F|S:E", default_value = "0.4", help_heading = "Edits")]
     pub self_steps: String,
     /// Inject self-attention in layers with at most N×N query tokens (16; 32 is the null-text notebook's setting).
-    #[arg(long, value_name = "N", default_value_t = 16, help_heading = "Edits")]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole::<usize>("a positive attention resolution"), value_name = "N", default_value_t = 16, help_heading = "Edits")]
     pub self_max_res: usize,
     /// Write per-prompt token attention grids (and blend masks) into the output folder.
     #[arg(long, help_heading = "Edits")]
     pub save_attention: bool,
     /// Side of the attention pictures' maps (default as --blend-res).
-    #[arg(long, help_heading = "Edits")]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole::<usize>("a positive attention resolution"), help_heading = "Edits")]
     pub attention_res: Option<usize>,
 }
 
@@ -195,6 +195,15 @@ impl GenerateArgs {
 }
 
 /// Reads a latent file: tensor `latents` `[1, C, h, w]`.
+/// A clap parser for whole-number flags whose message says what is allowed (`--steps -1`: "must be between 1 and
+/// 1000", rather than clap's "invalid digit found in string"). Range checks beyond the sign are in
+/// [`Request::validate`].
+pub(crate) fn whole<T: std::str::FromStr + Clone + Send + Sync + 'static>(
+    allowed: &'static str,
+) -> impl Fn(&str) -> std::result::Result<T, String> + Clone + Send + Sync + 'static {
+    move |s: &str| s.trim().parse::<T>().map_err(|_| format!("must be {allowed}"))
+}
+
 pub fn read_latents(path: &Path) -> Result<(Vec<f32>, [usize; 4])> {
     let f = SafetensorsFile::open(path)?;
     let info =
@@ -277,6 +286,7 @@ pub fn model_dir(given: Option<&Path>) -> Result<PathBuf> {
 pub fn run(a: &GenerateArgs, gpu: GpuOptions) -> Result<()> {
     let prompt = a.prompt.clone().ok_or_else(|| Error::input("--prompt is required"))?;
     let model = model_dir(a.model.as_deref())?;
+    crate::weights::folder::DiffusersFolder::open(&model)?;
     let cascade = is_cascade(&model)?;
     let latents = a.latents.as_deref().map(|p| read_noise(p, cascade)).transpose()?;
     let mut req = a.request(&prompt, latents);
@@ -350,9 +360,4 @@ pub fn run(a: &GenerateArgs, gpu: GpuOptions) -> Result<()> {
         say(&p.table());
     }
     Ok(())
-}
-
-/// One message on stderr; a full or closed stderr changes nothing.
-pub fn say(text: &str) {
-    let _ = writeln!(std::io::stderr(), "{}", text.trim_end());
 }

@@ -3,15 +3,18 @@
 //! recording and attention stores, the VAE decode as `VaeDecoder::decode_plan` splits it) against the adapter's
 //! limits. The plan loads the weights and records every phase without running it: the arenas are exactly the
 //! buffers a run would create on this adapter (op choices, splits and tiling follow the adapter's limits).
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::console::out;
+use super::generate::whole;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuOptions};
 use crate::models::sd::{LoadOptions, StableDiffusion};
 use crate::models::vae::{DEFAULT_DECODE_BUDGET, DecodeOptions, Tiling};
 use crate::nn::Ctx;
+use crate::output::{OutputFiles, write_atomic};
 use crate::p2p::{EditPlan, EditSpec};
 use crate::pipelines::{Denoiser, EditRun, Generate, Sampling, StageCond};
 use crate::session::{Precision, weight_variant};
@@ -24,12 +27,12 @@ pub struct InfoArgs {
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
     /// Prompts per run for the plan (an edit: the source and N-1 targets); the CFG batch is twice this.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = whole::<usize>("between 1 and 64"))]
     pub batch: usize,
     /// Image height and width in pixels for the plan (default: the model's native size).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole::<usize>("a positive number of pixels"))]
     pub height: Option<usize>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole::<usize>("a positive number of pixels"))]
     pub width: Option<usize>,
     /// Weight-file variant, e.g. fp16 (default: as the main command chooses).
     #[arg(long)]
@@ -105,19 +108,29 @@ pub struct MemoryPlan {
     pub max_buffer_size: u64,
 }
 
+/// The most prompts `--batch` plans for (a source and 63 targets).
+pub const MAX_BATCH: usize = 64;
+
 pub fn run(a: &InfoArgs, opts: GpuOptions) -> Result<()> {
+    if a.batch == 0 || a.batch > MAX_BATCH {
+        return Err(Error::input(format!("--batch must be between 1 and {MAX_BATCH}, got {}", a.batch)));
+    }
+    if let (Some(path), Some(dir)) = (&a.json, &a.model) {
+        let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        OutputFiles::new(folder, &[], &[("--json", path)]).check(&[dir.as_path()], &[])?;
+    }
     let gpu = Gpu::new(&opts)?;
-    print!("{}{}", gpu.report(), crate::ops::report::kernel_report(&gpu));
+    out(&format!("{}{}", gpu.report(), crate::ops::report::kernel_report(&gpu)))?;
     let Some(dir) = &a.model else { return Ok(()) };
     let (dtype, vae_dtype) = Precision { f16: a.f16, f32: a.f32, vae_f16: a.vae_f16 }.resolve(&gpu)?;
     if crate::models::cascade::is_cascade(dir)? {
-        return cascade_info(&gpu, dir, a, dtype);
+        return out(&cascade_info(&gpu, dir, a, dtype)?);
     }
     let plan = plan_sd(&gpu, dir, a, dtype, vae_dtype)?;
-    print!("{}", plan.text());
+    out(&plan.text())?;
     if let Some(path) = &a.json {
         let text = serde_json::to_string_pretty(&plan).map_err(Error::msg)?;
-        std::fs::write(path, text).map_err(|e| Error::input(format!("cannot write {}: {e}", path.display())))?;
+        write_atomic(path, text.as_bytes())?;
     }
     Ok(())
 }
@@ -286,12 +299,15 @@ fn unet_plan(gpu: &Gpu, stage: Denoiser, b: usize, s: usize, cc: usize) -> Resul
     Ok(stage.record_plain(gpu, &g, cond.as_ref())?.arena_bytes())
 }
 
-fn cascade_info(gpu: &Gpu, dir: &std::path::Path, a: &InfoArgs, dtype: DType) -> Result<()> {
+fn cascade_info(gpu: &Gpu, dir: &std::path::Path, a: &InfoArgs, dtype: DType) -> Result<String> {
+    use std::fmt::Write as _;
+    let mut o = String::new();
     let variant = weight_variant(dir, a.variant.as_deref(), dtype, &[TEXT_ENCODER, UNET, SR_UNET]);
     let m = crate::models::cascade::Cascade::load(gpu, dir, &LoadOptions { dtype, vae_dtype: DType::F32, variant })?;
     let (u, s, t) = (m.unet.param_bytes, m.sr_unet.param_bytes, m.text_encoder.param_bytes);
-    println!("model: {} (cascade: pixel-space base + super-resolution)", dir.display());
-    println!(
+    let _ = writeln!(o, "model: {} (cascade: pixel-space base + super-resolution)", dir.display());
+    let _ = writeln!(
+        o,
         "  parameters: base unet {}, sr unet {}, text encoder {} ({} in all, {})",
         mib(u),
         mib(s),
@@ -305,14 +321,16 @@ fn cascade_info(gpu: &Gpu, dir: &std::path::Path, a: &InfoArgs, dtype: DType) ->
     let (base_bytes, base_largest) = unet_plan(gpu, m.base(), b, bs, 0)?;
     let cc = m.sr_unet.config.in_channels - m.sr_unet.config.out_channels;
     let (sr_bytes, sr_largest) = unet_plan(gpu, m.sr(), b, ss, cc)?;
-    println!("  planned activations, {b} image(s):");
-    println!(
+    let _ = writeln!(o, "  planned activations, {b} image(s):");
+    let _ = writeln!(
+        o,
         "    base call at {bs}x{bs} (CFG batch {}): {} in the arena, largest buffer {}",
         2 * b,
         mib(base_bytes),
         mib(base_largest)
     );
-    println!(
+    let _ = writeln!(
+        o,
         "    sr call at {ss}x{ss} (CFG batch {}): {} in the arena, largest buffer {}",
         2 * b,
         mib(sr_bytes),
@@ -320,11 +338,12 @@ fn cascade_info(gpu: &Gpu, dir: &std::path::Path, a: &InfoArgs, dtype: DType) ->
     );
     let largest = base_largest.max(sr_largest);
     let lim = gpu.limits.max_storage_buffer_binding_size;
-    println!(
+    let _ = writeln!(
+        o,
         "  limits: largest buffer {} of max_storage_buffer_binding_size {} ({})",
         mib(largest),
         mib(lim),
         if largest <= lim { "fits" } else { "ops split or refuse" }
     );
-    Ok(())
+    Ok(o)
 }

@@ -72,6 +72,9 @@ impl Gpu {
     /// Opens the adapter chosen by `opts` (or `P2P_WGPU_ADAPTER`) on the backends in `WGPU_BACKEND` (default:
     /// Vulkan/Metal/DX12, then GL if none of those has an adapter).
     pub fn new(opts: &GpuOptions) -> Result<Gpu> {
+        if let Some(m) = &opts.invalid {
+            return Err(Error::input(m.clone()));
+        }
         let wanted = opts.adapter.as_deref().filter(|s| !s.is_empty());
         match opts.backends {
             Some(backends) => Self::open(backends, wanted, opts),

@@ -32,6 +32,26 @@ pub struct GpuOptions {
     /// Caps the storage-binding size requested from the adapter (bytes; None: the adapter's own limit), so that
     /// the ops' splitting over the binding limit can be exercised on any adapter. Not read from the environment.
     pub max_binding: Option<u64>,
+    /// A setting from the environment that names nothing (`WGPU_BACKEND=bogus`): [`crate::Gpu::new`] refuses to
+    /// open with this message instead of guessing.
+    pub invalid: Option<String>,
+}
+
+/// The backend names wgpu reads from `WGPU_BACKEND` (its own parser skips unknown ones silently).
+const BACKEND_NAMES: &[&str] =
+    &["vulkan", "vk", "dx12", "d3d12", "metal", "mtl", "opengl", "gles", "gl", "webgpu", "noop"];
+
+/// `WGPU_BACKEND`'s backends, or the message naming its unknown entries.
+fn backends_from(text: &str) -> Result<wgpu::Backends, String> {
+    let unknown: Vec<&str> =
+        text.split(',').map(str::trim).filter(|b| !BACKEND_NAMES.contains(&b.to_lowercase().as_str())).collect();
+    if !unknown.is_empty() {
+        return Err(format!(
+            "WGPU_BACKEND={text}: unknown backend {} (use vulkan, metal, dx12 or gl, comma-separated)",
+            unknown.join(", ")
+        ));
+    }
+    Ok(wgpu::Backends::from_comma_list(text))
 }
 
 fn set(v: Option<OsString>) -> Option<OsString> {
@@ -43,9 +63,15 @@ impl GpuOptions {
     pub fn from_env() -> GpuOptions {
         let var = |k: &str| set(std::env::var_os(k));
         let text = |k: &str| var(k).map(|v| v.to_string_lossy().into_owned());
+        let (backends, invalid) = match text("WGPU_BACKEND").map(|t| backends_from(&t)) {
+            None => (None, None),
+            Some(Ok(b)) => (Some(b), None),
+            Some(Err(m)) => (None, Some(m)),
+        };
         GpuOptions {
             adapter: text("P2P_WGPU_ADAPTER"),
-            backends: wgpu::Backends::from_env(),
+            backends,
+            invalid,
             instance_flags: Some(wgpu::InstanceFlags::from_env_or_default()),
             no_coop: std::env::var_os("P2P_WGPU_NO_COOP").is_some(),
             gemm: text("P2P_WGPU_GEMM"),

@@ -118,6 +118,19 @@ impl EditPlan {
         let source_words = PromptWords::new(tokenizer, source)?;
         let target_words = targets.iter().map(|t| PromptWords::new(tokenizer, t)).collect::<Result<Vec<_>>>()?;
         let named: Vec<(&str, &PromptWords)> = targets.iter().map(String::as_str).zip(&target_words).collect();
+        // A swapped word cut off by the token limit would change nothing the model sees: refuse, as --blend and
+        // --cross-steps-word do.
+        for (old, new) in &spec.swaps {
+            let cut = std::iter::once((old.as_str(), source, &source_words))
+                .chain(new.split(' ').map(|w| (w, targets[0].as_str(), &target_words[0])))
+                .find(|(w, _, words)| !w.is_empty() && words.positions(w).is_empty());
+            if let Some((word, prompt, _)) = cut {
+                return Err(Error::input(format!(
+                    "--swap {old}={new}: the word {word:?} lies past the {keys}-token limit of {prompt:?}, so the \
+                     model never sees it (shorten the prompt)"
+                )));
+            }
+        }
 
         let (mapper, r) = match mode {
             Mode::Replace => {

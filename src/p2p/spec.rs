@@ -109,6 +109,11 @@ pub fn parse_swap(text: &str) -> Result<(String, String)> {
     if new.is_empty() {
         return Err(Error::input(format!("--swap {text:?} has no replacement after '='")));
     }
+    if new.contains('=') {
+        return Err(Error::input(format!(
+            "--swap {text:?}: the replacement {new:?} contains '=' (give one OLD=NEW per --swap)"
+        )));
+    }
     Ok((old.to_string(), new.to_string()))
 }
 

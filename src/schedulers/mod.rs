@@ -150,6 +150,21 @@ impl SchedulerConfig {
             timestep_spacing,
             lambda_min_clipped,
         };
+        // Each beta is a per-step noise variance in (0, 1); outside it ᾱ leaves (0, 1] and the steps divide by
+        // zero or take roots of negatives.
+        for (key, b) in [("beta_start", cfg.beta_start), ("beta_end", cfg.beta_end)] {
+            if !(b > 0.0 && b < 1.0) {
+                return Err(Error::model(format!(
+                    "{name}: `{key}` is {b}, but a beta must lie strictly between 0 and 1"
+                )));
+            }
+        }
+        if cfg.num_train_timesteps < 2 {
+            return Err(Error::model(format!(
+                "{name}: `num_train_timesteps` is {}, at least 2 are needed",
+                cfg.num_train_timesteps
+            )));
+        }
         if !["linear", "scaled_linear"].contains(&cfg.beta_schedule.as_str()) {
             return Err(Error::model(format!(
                 "{name}: beta_schedule {:?} is not supported (linear, scaled_linear)",

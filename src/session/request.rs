@@ -12,6 +12,10 @@ use crate::schedulers::Kind;
 fn default_blend_threshold() -> f32 {
     0.3
 }
+/// The largest `height` or `width` a request may ask for, in pixels (the model's own multiple is checked with the
+/// model).
+pub const MAX_SIDE: usize = 8192;
+
 fn default_cross_steps() -> String {
     "0.8".into()
 }
@@ -181,6 +185,11 @@ impl Request {
         for (flag, s) in [("--steps", self.steps), ("--sr-steps", self.sr_steps)] {
             if let Some(s) = s.filter(|s| *s == 0 || *s > 1000) {
                 return Err(Error::input(format!("{flag} must be between 1 and 1000, got {s}")));
+            }
+        }
+        for (flag, v) in [("--height", self.height), ("--width", self.width)] {
+            if let Some(v) = v.filter(|v| *v == 0 || *v > MAX_SIDE) {
+                return Err(Error::input(format!("{flag} must be between 1 and {MAX_SIDE} pixels, got {v}")));
             }
         }
         if let Some(g) = self.guidance.filter(|g| !g.is_finite()) {

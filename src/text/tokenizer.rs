@@ -163,6 +163,9 @@ impl Tokenizer {
     /// `dir/text_encoder/config.json` (`max_position_embeddings`).
     pub fn from_model_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
+        if dir.is_file() {
+            return Err(Error::model(format!("{} is a file, not a model folder", dir.display())));
+        }
         if !dir.is_dir() {
             return Err(Error::model(format!("model folder {} does not exist", dir.display())));
         }
@@ -172,6 +175,13 @@ impl Tokenizer {
             .get("max_position_embeddings")
             .and_then(|v| v.as_u64())
             .ok_or_else(|| Error::model(format!("{}: no integer `max_position_embeddings`", config.display())))?;
+        let max = crate::weights::config::limit("max_position_embeddings");
+        if max_len < 2 || max_len > max as u64 {
+            return Err(Error::model(format!(
+                "{}: `max_position_embeddings` is {max_len}, outside the engine's range 2..={max}",
+                config.display()
+            )));
+        }
         Self::from_dir(dir.join(folder::TOKENIZER), max_len as usize)
     }
 

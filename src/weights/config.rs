@@ -38,6 +38,36 @@ pub struct Config {
     used: BTreeSet<String>,
 }
 
+/// Integer keys that must be at least 1 (a 0 would surface later as a misleading error, e.g. a zero `sample_size`
+/// as a bad `--height`).
+const POSITIVE: &[&str] = &[
+    "sample_size",
+    "layers_per_block",
+    "num_hidden_layers",
+    "max_position_embeddings",
+    "num_attention_heads",
+    "hidden_size",
+    "intermediate_size",
+    "norm_num_groups",
+    "in_channels",
+    "out_channels",
+    "latent_channels",
+    "cross_attention_dim",
+    "vocab_size",
+];
+
+/// The largest value the engine accepts for an integer config key: layer counts (a typo of 100000 would make the
+/// loader look for millions of tensors), token lengths (a tokenizer row is allocated from them) and sizes; every
+/// other integer (channels, vocabulary, timesteps) at most 2^20. Far above every released model.
+pub fn limit(key: &str) -> usize {
+    match key {
+        "layers_per_block" | "transformer_layers_per_block" | "num_hidden_layers" => 64,
+        "max_position_embeddings" | "model_max_length" => 4096,
+        "sample_size" => 8192,
+        _ => 1 << 20,
+    }
+}
+
 fn describe(v: &Value) -> String {
     let s = v.to_string();
     if s.len() > 60 { format!("{}…", &s[..60]) } else { s }
@@ -72,9 +102,22 @@ impl Config {
 
     pub fn usize(&mut self, key: &str) -> Result<usize> {
         let v = self.get(key).ok_or_else(|| self.err(key, "is missing"))?;
-        v.as_u64()
-            .map(|x| x as usize)
-            .ok_or_else(|| self.err(key, format!("must be a non-negative integer, found {}", describe(&v))))
+        let x = v
+            .as_u64()
+            .ok_or_else(|| self.err(key, format!("must be a non-negative integer, found {}", describe(&v))))?;
+        self.bounded(key, x)
+    }
+
+    /// Refuses an integer above [`limit`] for `key`, before anything is sized by it.
+    fn bounded(&self, key: &str, x: u64) -> Result<usize> {
+        let max = limit(key);
+        if x == 0 && POSITIVE.contains(&key) {
+            return Err(self.err(key, "is 0, but must be at least 1"));
+        }
+        if x > max as u64 {
+            return Err(self.err(key, format!("is {x}, more than the engine's limit of {max} for this key")));
+        }
+        Ok(x as usize)
     }
 
     pub fn usize_or(&mut self, key: &str, default: usize) -> Result<usize> {
@@ -124,9 +167,9 @@ impl Config {
             v.as_array().ok_or_else(|| self.err(key, format!("must be a list of integers, found {}", describe(&v))))?;
         list.iter()
             .map(|x| {
-                x.as_u64()
-                    .map(|n| n as usize)
-                    .ok_or_else(|| self.err(key, format!("must hold integers, found {}", describe(x))))
+                let n =
+                    x.as_u64().ok_or_else(|| self.err(key, format!("must hold integers, found {}", describe(x))))?;
+                self.bounded(key, n)
             })
             .collect()
     }
@@ -137,8 +180,8 @@ impl Config {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Number(x)) => {
-                let x = x.as_u64().ok_or_else(|| self.err(key, "must be a non-negative integer"))? as usize;
-                Ok(Some(vec![x; n]))
+                let x = x.as_u64().ok_or_else(|| self.err(key, "must be a non-negative integer"))?;
+                Ok(Some(vec![self.bounded(key, x)?; n]))
             }
             Some(Value::Array(_)) => {
                 let l = self.usize_list(key)?;

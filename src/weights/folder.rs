@@ -119,7 +119,10 @@ impl DiffusersFolder {
             return Err(Error::model(format!("{}: no such folder", root.display())));
         }
         if !root.is_dir() {
-            return Err(Error::model(format!("{}: not a folder (expected a diffusers model folder)", root.display())));
+            return Err(Error::model(format!(
+                "{} is a file, not a model folder (expected a diffusers folder)",
+                root.display()
+            )));
         }
         let index = ModelIndex::read(root)?;
         Ok(DiffusersFolder { root: root.to_path_buf(), index })

@@ -69,6 +69,9 @@ pub struct Loader {
     slots: BTreeMap<String, Slot>,
     missing: Vec<String>,
     misshapen: Vec<(String, Vec<usize>, Vec<usize>)>,
+    /// The names already in `missing` or `misshapen` (a set, so that a model of many layers is checked in linear
+    /// time).
+    reported: std::collections::HashSet<String>,
     /// Other problems met while taking (a read failure, an integer tensor taken as weights, a prefix clash),
     /// reported by `finish` as "N other problems".
     errors: Vec<String>,
@@ -107,6 +110,7 @@ impl Loader {
             slots,
             missing: Vec::new(),
             misshapen: Vec::new(),
+            reported: Default::default(),
             errors: Vec::new(),
         })
     }
@@ -115,7 +119,7 @@ impl Loader {
     /// recorded and `None` returned.
     pub fn take(&mut self, name: &str, shape: &[usize]) -> Option<HostTensor> {
         let Some(slot) = self.slots.get_mut(name) else {
-            if !self.missing.iter().any(|m| m == name) {
+            if self.reported.insert(name.to_owned()) {
                 self.missing.push(name.to_owned());
             }
             return None;
@@ -124,7 +128,7 @@ impl Loader {
         let file = &self.files[slot.file];
         let info = file.info(&slot.key).expect("slot keys come from the file's header");
         if info.shape != shape {
-            if !self.misshapen.iter().any(|(m, _, _)| m == name) {
+            if self.reported.insert(name.to_owned()) {
                 self.misshapen.push((name.to_owned(), info.shape.clone(), shape.to_vec()));
             }
             return None;
@@ -134,7 +138,15 @@ impl Loader {
             return None;
         }
         match file.read_f32(&slot.key) {
-            Ok(t) => Some(t),
+            // Checked here, in the pass that reads them: a NaN or infinite weight would otherwise surface as
+            // "numeric overflow" minutes later.
+            Ok(t) => match t.data.iter().position(|v| !v.is_finite()) {
+                None => Some(t),
+                Some(i) => {
+                    self.errors.push(format!("{name} holds {} at element {i} (a corrupt weight file)", t.data[i]));
+                    None
+                }
+            },
             Err(e) => {
                 self.errors.push(e.to_string());
                 None

@@ -1,6 +1,8 @@
 //! Shared test helpers: one GPU context per test binary, a seeded RNG, f16 rounding, NaN poisoning and the
 //! normalised error used against CPU f64 references.
 #![allow(dead_code)]
+pub mod cli;
+
 use std::sync::OnceLock;
 
 use p2p_wgpu::gpu::{Gpu, GpuOptions};
