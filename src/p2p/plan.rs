@@ -123,7 +123,7 @@ impl EditPlan {
         for (old, new) in &spec.swaps {
             let cut = std::iter::once((old.as_str(), source, &source_words))
                 .chain(new.split(' ').map(|w| (w, targets[0].as_str(), &target_words[0])))
-                .find(|(w, _, words)| !w.is_empty() && words.positions(w).is_empty());
+                .find(|(w, _, words)| !w.is_empty() && words.cut_off(w));
             if let Some((word, prompt, _)) = cut {
                 return Err(Error::input(format!(
                     "--swap {old}={new}: the word {word:?} lies past the {keys}-token limit of {prompt:?}, so the \

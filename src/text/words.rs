@@ -88,6 +88,18 @@ impl PromptWords {
         self.positions_where(|w| self.words[w] == word)
     }
 
+    /// Whether `word` has tokens, but all of them lie past the encoded row's cut (the token limit).
+    pub fn cut_off(&self, word: &str) -> bool {
+        let kept = self.max_len - 2;
+        let mut of_word = self.token_words.iter().enumerate().filter(|&(_, &w)| self.words[w] == word);
+        let mut any = false;
+        let all_cut = of_word.all(|(i, _)| {
+            any = true;
+            i >= kept
+        });
+        any && all_cut
+    }
+
     fn positions_where(&self, pick: impl Fn(usize) -> bool) -> Vec<usize> {
         let kept = self.max_len - 2;
         self.token_words.iter().enumerate().filter(|&(i, &w)| i < kept && pick(w)).map(|(i, _)| i + 1).collect()
