@@ -7,6 +7,7 @@ pub mod bench;
 pub mod convert;
 pub mod error;
 pub mod gpu;
+pub mod input_image;
 pub mod models;
 pub mod nn;
 pub mod noise;

@@ -551,10 +551,12 @@ def encode(tok, te, prompts: Sequence[str]) -> torch.Tensor:
 @torch.no_grad()
 def generate(pipe, prompts: Sequence[str], latents: torch.Tensor, scheduler, steps: int, guidance: float = 7.5,
              plan: Optional[Plan] = None, blend_res: Optional[int] = None, self_max_queries: int = SELF_MAX_QUERIES,
-             negative: str = "", edit: bool = True) -> dict:
+             negative: str = "", edit: bool = True, pin: Optional[torch.Tensor] = None) -> dict:
     """One batch of prompts (row 0 = source) from one shared initial latent [1, C, h, w].
 
     With plan=None or edit=False the attention processors are still ours but change nothing (plain generation).
+    pin (direct inversion, Ju et al.): the inversion latents [S+1, 1, C, h, w]; after scheduler step i (before local
+    blending) the offset pin[S-1-i] - x[0] is added to the source row only, as PnP Inversion does.
     """
     tok, te, unet, vae = pipe.tokenizer, pipe.text_encoder, pipe.unet, pipe.vae
     B = len(prompts)
@@ -576,6 +578,9 @@ def generate(pipe, prompts: Sequence[str], latents: torch.Tensor, scheduler, ste
         nu, nc = noise.chunk(2)
         noise = nu + guidance * (nc - nu)
         x = scheduler.step(noise, t, x, return_dict=False)[0]
+        if pin is not None:
+            offset = pin[len(scheduler.timesteps) - 1 - i] - x[:1]
+            x = torch.cat([x[:1] + offset, x[1:]])
         ctl.end_eval()
         if do_blend and i >= plan.blend_start_step:
             mask, own, norm, mx = blend_masks(ctl.running_store, plan.blend_positions, len(ctl.store_layers), blend_res,

@@ -141,6 +141,38 @@ pub struct GenerateArgs {
     /// Side of the attention pictures' maps (default as --blend-res).
     #[arg(long, allow_negative_numbers = true, value_parser = whole::<usize>("a positive attention resolution"), help_heading = "Edits")]
     pub attention_res: Option<usize>,
+
+    /// Edit this picture (PNG, JPEG or WebP) instead of a generated one: it is fitted to the model's size
+    /// (--resize), DDIM-inverted with --prompt (which should describe it) and edited from its inversion with DDIM.
+    /// Writes input.png (the picture as the model saw it); source.png is the reconstruction.
+    #[arg(long, value_name = "FILE", help_heading = "Real images")]
+    pub image: Option<PathBuf>,
+    /// How the picture becomes the model's size: crop (centre crop to the model's aspect, then resize; the
+    /// default), stretch, or pad (fit inside, mid-grey borders). Bicubic resampling.
+    #[arg(long, value_parser = ["crop", "stretch", "pad"], help_heading = "Real images")]
+    pub resize: Option<String>,
+    /// How the edit starts from the inversion: direct (default: the source row follows the inversion exactly),
+    /// negative-prompt (the source prompt as every row's unconditional prompt) or ddim (from the inverted noise
+    /// alone).
+    #[arg(long, value_parser = ["direct", "negative-prompt", "ddim"], help_heading = "Real images")]
+    pub inversion: Option<String>,
+}
+
+/// The largest picture file read (bytes); the decoder also bounds the pixels (`input_image::MAX_PIXELS`).
+const MAX_IMAGE_FILE: u64 = 256 << 20;
+
+/// Reads and decodes `--image`.
+pub fn read_image(path: &Path) -> Result<crate::input_image::Picture> {
+    let name = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|e| Error::input(format!("{name}: {e}")))?;
+    if !meta.is_file() {
+        return Err(Error::input(format!("{name}: not a file")));
+    }
+    if meta.len() > MAX_IMAGE_FILE {
+        return Err(Error::input(format!("{name}: {} bytes is more than the {MAX_IMAGE_FILE} accepted", meta.len())));
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::input(format!("{name}: {e}")))?;
+    crate::input_image::decode(&name, &bytes)
 }
 
 impl GenerateArgs {
@@ -177,6 +209,8 @@ impl GenerateArgs {
             self_max_res: self.self_max_res,
             attention: self.save_attention,
             attention_res: self.attention_res,
+            resize: self.resize.clone(),
+            inversion: self.inversion.clone(),
             ..Request::new(prompt)
         }
     }
@@ -290,6 +324,14 @@ pub fn run(a: &GenerateArgs, gpu: GpuOptions) -> Result<()> {
     let cascade = is_cascade(&model)?;
     let latents = a.latents.as_deref().map(|p| read_noise(p, cascade)).transpose()?;
     let mut req = a.request(&prompt, latents);
+    if let Some(p) = &a.image {
+        if a.save_latents.is_some() {
+            return Err(Error::input(
+                "--save-latents cannot be combined with --image (the noise is the inversion; --save-raw keeps it)",
+            ));
+        }
+        req.image = Some(read_image(p)?);
+    }
     req.validate()?;
     // The edit needs only the tokenizer: check every word before the GPU starts.
     let prompts = if req.is_edit() {
@@ -304,16 +346,16 @@ pub fn run(a: &GenerateArgs, gpu: GpuOptions) -> Result<()> {
     };
     // Every path the run will write is checked now, before the model loads; the folder is made once the run is
     // known to be valid (crate::output::files has the policy).
-    let names = Output::file_names(prompts.len(), req.attention, req.blend.is_some(), a.save_raw);
+    let names = Output::file_names(prompts.len(), req.image.is_some(), req.attention, req.blend.is_some(), a.save_raw);
     let extra: Vec<(&str, &Path)> = a.save_latents.iter().map(|p| ("--save-latents", p.as_path())).collect();
     let targets = OutputFiles::new(&a.out, &names, &extra);
-    let inputs: Vec<&Path> = a.latents.iter().map(PathBuf::as_path).collect();
+    let inputs: Vec<&Path> = a.latents.iter().chain(&a.image).map(PathBuf::as_path).collect();
     targets.check(&[model.as_path()], &inputs)?;
     let session = Session::open(&a.session_options(model, gpu)?)?;
     session.check(&req)?;
     targets.create_folder()?;
     // A random seed is printed once the model has loaded and before the run, so that a run that fails can be repeated.
-    if req.seed.is_none() && (req.latents.is_none() || cascade) {
+    if req.seed.is_none() && req.image.is_none() && (req.latents.is_none() || cascade) {
         let s = crate::session::random_seed();
         req.seed = Some(s);
         if req.latents.as_ref().is_none_or(|n| n.sr_aug_noise.is_none() || n.sr_latents.is_none()) {
@@ -355,7 +397,8 @@ pub fn run(a: &GenerateArgs, gpu: GpuOptions) -> Result<()> {
     }
     let (h, w) = out.image_hw;
     let secs = session.load_seconds + out.timings.run;
-    say(&format!("wrote {} image(s) of {w}x{h} to {} in {secs:.1} s", out.prompts.len(), a.out.display()));
+    let what = if out.input.is_some() { "input + " } else { "" };
+    say(&format!("wrote {what}{} image(s) of {w}x{h} to {} in {secs:.1} s", out.prompts.len(), a.out.display()));
     if let Some(p) = &session.gpu.profile {
         say(&p.table());
     }

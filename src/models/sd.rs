@@ -1,7 +1,8 @@
 //! A Stable Diffusion 1.x/2.x diffusers folder loaded onto the GPU (tokenizer, CLIP text encoder, UNet, VAE
-//! decoder, scheduler config), its load options, and the NCHW ↔ NHWC conversions the pipelines use. Sampling and
+//! decoder, scheduler config; the VAE encoder on first use), its load options, and the NCHW ↔ NHWC conversions the pipelines use. Sampling and
 //! decoding are in `pipelines::sd`.
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -12,7 +13,7 @@ use crate::weights::folder::{DiffusersFolder, SCHEDULER, TEXT_ENCODER, TOKENIZER
 
 use super::clip::ClipTextModel;
 use super::unet::UNet;
-use super::vae::VaeDecoder;
+use super::vae::{VaeDecoder, VaeEncoder};
 
 /// How to load a model folder.
 #[derive(Clone, Debug)]
@@ -53,6 +54,10 @@ pub struct StableDiffusion {
     pub unet: UNet,
     pub vae: VaeDecoder,
     pub scheduler: SchedulerConfig,
+    /// The VAE encoder (real-image editing), loaded by [`StableDiffusion::encoder`] on first use.
+    encoder: OnceLock<VaeEncoder>,
+    /// Where and how the encoder loads: the vae folder, the weight variant and the VAE's storage type.
+    encoder_source: (PathBuf, Option<String>, DType),
 }
 
 /// `[B, C, H, W]` → `[B, H, W, C]`.
@@ -108,6 +113,18 @@ impl StableDiffusion {
                 vae.config.latent_channels, unet.config.in_channels
             )));
         }
-        Ok(StableDiffusion { tokenizer, text_encoder, unet, vae, scheduler })
+        let encoder_source = (va, o.variant.clone(), o.vae_dtype);
+        Ok(StableDiffusion { tokenizer, text_encoder, unet, vae, scheduler, encoder: OnceLock::new(), encoder_source })
+    }
+
+    /// The VAE encoder, loaded from the model folder the first time it is asked for (a text-to-image session never
+    /// pays for it).
+    pub fn encoder(&self, gpu: &Gpu) -> Result<&VaeEncoder> {
+        if let Some(e) = self.encoder.get() {
+            return Ok(e);
+        }
+        let (dir, variant, dtype) = &self.encoder_source;
+        let e = VaeEncoder::load(gpu, dir, variant.as_deref(), *dtype)?;
+        Ok(self.encoder.get_or_init(|| e))
     }
 }

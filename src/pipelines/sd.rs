@@ -1,13 +1,17 @@
 //! The Stable Diffusion 1.x/2.x text-to-image pipeline (diffusers' `StableDiffusionPipeline`) and its
 //! Prompt-to-Prompt edit: tokenise, encode `[negative × B, prompts]`, sample the latents on the GPU with the one
 //! loop (`Denoiser::generate` / `Denoiser::edit`), then decode `latents / scaling_factor` with the VAE (one image
-//! at a time, whole or in blended tiles) and map to `[0, 1]`.
+//! at a time, whole or in blended tiles) and map to `[0, 1]`. Real images ([`StableDiffusion::edit_image`]): the
+//! picture encoded to the VAE encoder's posterior mean times `scaling_factor`, DDIM-inverted with the source prompt
+//! (`pipelines::inversion`), then edited with DDIM from the inversion by one of the three methods.
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::models::sd::{StableDiffusion, nhwc_to_nchw};
 use crate::p2p::EditPlan;
-use crate::tensor::DType;
+use crate::schedulers::Kind;
+use crate::tensor::{DType, Tensor};
 
+use super::inversion::{Method, Trajectory};
 use super::progress::{Progress, StageProgress};
 use super::stage::{Denoiser, EditRun, Generate};
 
@@ -48,6 +52,68 @@ impl StableDiffusion {
         let total = self.denoiser().evaluations(r.sampling.scheduler, r.sampling.steps)?;
         let e = self.denoiser().edit(gpu, plan, r, &mut StageProgress::single(progress, total))?;
         self.finish(gpu, e.samples, plan.prompts.len(), r.sampling.latent_hw, e.attention, e.blend_masks)
+    }
+
+    /// Encodes a picture NHWC `[1, H, W, 3]` in [-1, 1] to latents NCHW `[1, C, h, w]`: the posterior mean times
+    /// `scaling_factor` (the reference's encode; a sample of the posterior would add noise to every edit).
+    pub fn encode(&self, gpu: &Gpu, image: &[f32], (hh, ww): (usize, usize)) -> Result<Vec<f32>> {
+        let enc = self.encoder(gpu)?;
+        let up = self.vae.config.upscale();
+        if hh % up != 0 || ww % up != 0 || image.len() != hh * ww * enc.config.in_channels {
+            return Err(Error::shape("encode", format!("{} values for a {hh}x{ww} image", image.len())));
+        }
+        let t = Tensor::from_f32(gpu, &[1, hh, ww, enc.config.in_channels], enc.dtype, image)?;
+        let (mean, _) = enc.encode(gpu, &t)?;
+        if mean.iter().any(|v| !v.is_finite()) {
+            return Err(Error::msg("the VAE encoder returned non-finite values"));
+        }
+        let sf = self.vae.config.scaling_factor;
+        let z: Vec<f32> = mean.iter().map(|&v| (v as f64 * sf) as f32).collect();
+        Ok(nhwc_to_nchw(&z, 1, enc.config.latent_channels, hh / up, ww / up))
+    }
+
+    /// Real-image editing: encodes `image` (NHWC `[1, H, W, 3]` in [-1, 1]), inverts it with `prompt` (the source)
+    /// over `r.sampling.steps` DDIM steps, then runs `plan` (None: the source alone, the reconstruction) with DDIM
+    /// from the inversion by `method`. `r.sampling.latents` and its scheduler are replaced. Progress: the inversion
+    /// is stage "invert", the edit "base". Returns the images and the inversion.
+    pub fn edit_image(
+        &self,
+        gpu: &Gpu,
+        prompt: &str,
+        plan: Option<&EditPlan>,
+        r: &EditRun,
+        image: &[f32],
+        method: Method,
+        progress: &mut dyn Progress,
+    ) -> Result<(Generated, Trajectory)> {
+        let up = self.vae.config.upscale();
+        let (h, w) = r.sampling.latent_hw;
+        let x0 = self.encode(gpu, image, (h * up, w * up))?;
+        let steps = r.sampling.steps;
+        let den = self.denoiser();
+        let of = 2 * steps;
+        let mut inv = StageProgress { inner: &mut *progress, stage: "invert", offset: 0, of };
+        let traj = den.invert(gpu, prompt, &x0, steps, (h, w), &mut inv)?;
+        let mut r = r.clone();
+        r.sampling.scheduler = Some(Kind::Ddim);
+        r.sampling.latents = traj.latent_nchw(gpu, steps)?;
+        if method == Method::NegativePrompt {
+            r.sampling.negative = prompt.to_string();
+        }
+        let pin = (method == Method::Direct).then_some(&traj);
+        let mut edit = StageProgress { inner: progress, stage: "base", offset: steps, of };
+        let out = match plan {
+            None => {
+                let g = Generate { prompts: vec![prompt.to_string()], sampling: r.sampling.clone() };
+                let x = den.generate_pinned(gpu, &g, None, pin, &mut edit)?;
+                self.finish(gpu, x, 1, (h, w), None, None)?
+            }
+            Some(plan) => {
+                let e = den.edit_pinned(gpu, plan, &r, pin, &mut edit)?;
+                self.finish(gpu, e.samples, plan.prompts.len(), (h, w), e.attention, e.blend_masks)?
+            }
+        };
+        Ok((out, traj))
     }
 
     fn finish(

@@ -22,6 +22,7 @@ use crate::schedulers::{self, Scheduler, SchedulerConfig};
 use crate::tensor::{DType, Tensor};
 use crate::text::Tokenizer;
 
+use super::inversion::{Pinned, Trajectory};
 use super::progress::StageProgress;
 use super::sampler::{Plain, Sampler, StageRecording, StepHooks};
 
@@ -208,13 +209,34 @@ impl Denoiser<'_> {
         cond: Option<&StageCond>,
         progress: &mut StageProgress,
     ) -> Result<Vec<f32>> {
+        self.generate_pinned(gpu, g, cond, None, progress)
+    }
+
+    /// [`Denoiser::generate`] with row 0 pinned to an inversion's latents after every step (direct inversion,
+    /// `pipelines::inversion::Pinned`) when `pin` is given.
+    pub fn generate_pinned(
+        &self,
+        gpu: &Gpu,
+        g: &Generate,
+        cond: Option<&StageCond>,
+        pin: Option<&Trajectory>,
+        progress: &mut StageProgress,
+    ) -> Result<Vec<f32>> {
         let c = self.unet.config.out_channels;
         let (h, w) = g.sampling.check_latents("generate", c)?;
         let mut sched = self.schedule(g.sampling.scheduler, g.sampling.steps)?;
         let rec = self.record_plain(gpu, g, cond)?;
         let b = g.prompts.len();
         let sampler = Sampler::new(gpu, sched.as_ref(), &rec, &g.sampling.latents, b, (h, w, c), g.sampling.guidance)?;
-        sampler.run(gpu, &rec, sched.as_mut(), &mut Plain, progress)
+        match pin {
+            None => sampler.run(gpu, &rec, sched.as_mut(), &mut Plain, progress),
+            Some(t) => {
+                let total = sched.timesteps().len();
+                let mut plain = Plain;
+                let mut hooks = Pinned::new(gpu, t, &sampler.x, total, &mut plain)?;
+                sampler.run(gpu, &rec, sched.as_mut(), &mut hooks, progress)
+            }
+        }
     }
 
     /// The side of the stored maps for local blending and for pictures (`r.blend_res`, `r.attention_res`, else
@@ -316,6 +338,19 @@ impl Denoiser<'_> {
 
     /// Runs the edit `plan` (its prompts are `[source, targets]`) on this stage; returns the final samples.
     pub fn edit(&self, gpu: &Gpu, plan: &EditPlan, r: &EditRun, progress: &mut StageProgress) -> Result<EditedSamples> {
+        self.edit_pinned(gpu, plan, r, None, progress)
+    }
+
+    /// [`Denoiser::edit`] with the source row pinned to an inversion's latents after every step, before local
+    /// blending (direct inversion, `pipelines::inversion::Pinned`), when `pin` is given.
+    pub fn edit_pinned(
+        &self,
+        gpu: &Gpu,
+        plan: &EditPlan,
+        r: &EditRun,
+        pin: Option<&Trajectory>,
+        progress: &mut StageProgress,
+    ) -> Result<EditedSamples> {
         let b = plan.prompts.len();
         let c = self.unet.config.in_channels;
         let (h, w) = r.sampling.check_latents("edit", c)?;
@@ -324,7 +359,13 @@ impl Denoiser<'_> {
         let sampler = Sampler::new(gpu, sched.as_ref(), &rec, &r.sampling.latents, b, (h, w, c), r.sampling.guidance)?;
         hooks.blend_on(gpu, &sampler.x)?;
         let total = sched.timesteps().len();
-        let samples = sampler.run(gpu, &rec, sched.as_mut(), &mut hooks, progress)?;
+        let samples = match pin {
+            None => sampler.run(gpu, &rec, sched.as_mut(), &mut hooks, progress)?,
+            Some(t) => {
+                let mut pinned = Pinned::new(gpu, t, &sampler.x, total, &mut hooks)?;
+                sampler.run(gpu, &rec, sched.as_mut(), &mut pinned, progress)?
+            }
+        };
         drop(rec);
         let (attention, blend_masks) = hooks.read_back(gpu, attention_res, total)?;
         Ok(EditedSamples { samples, attention, blend_masks })

@@ -51,32 +51,35 @@ impl Scheduler for Ddim {
 
     fn program(&mut self, index: usize) -> Result<Vec<LinOp>> {
         let t = *self.timesteps.get(index).ok_or_else(|| no_step("DDIM", index, self.timesteps.len()))?;
-        let a_t = self.acp[t];
         let a_prev = if t >= self.ratio { self.acp[t - self.ratio] } else { self.final_acp };
-        let (sa, sb) = (a_t.sqrt(), (1.0 - a_t).sqrt());
-        let (sa_prev, sb_prev) = (a_prev.sqrt(), (1.0 - a_prev).sqrt());
-        // x0 and ε as (coefficient of x, coefficient of the output).
-        let (x0, eps) = match self.prediction {
-            Prediction::Epsilon => ((1.0 / sa, -sb / sa), (0.0, 1.0)),
-            Prediction::VPrediction => ((sa, -sb), (sb, sa)),
-        };
-        Ok(match self.clip {
-            None => vec![LinOp::new(
-                Dst::X,
-                &[(sa_prev * x0.0 + sb_prev * eps.0, Slot::X), (sa_prev * x0.1 + sb_prev * eps.1, Slot::Out)],
-            )],
-            Some(r) => vec![
-                LinOp::new(Dst::Hist(0), &[(x0.0, Slot::X), (x0.1, Slot::Out)]).clamped(Some(r)),
-                LinOp::new(
-                    Dst::X,
-                    &[(sa_prev, Slot::Hist(0)), (sb_prev * eps.0, Slot::X), (sb_prev * eps.1, Slot::Out)],
-                ),
-            ],
-        })
+        Ok(ddim_ops(self.acp[t], a_prev, self.prediction, self.clip))
     }
 
     fn step(&mut self, index: usize, out: &[f32], x: &[f32]) -> Result<Vec<f32>> {
         let ops = self.program(index)?;
         host_step("DDIM step", &ops, &mut self.hist, out, x)
+    }
+}
+
+/// One DDIM move of the sample from noise level ᾱ_from to ᾱ_to, given the model output at ᾱ_from: x0 and ε from
+/// (x, output) by `prediction`, x0 clamped to ±`clip` when set, then x' = √ᾱ_to·x0 + √(1−ᾱ_to)·ε. The forward step
+/// goes down in noise (`Ddim`), the inverse one up (`DdimInverse`).
+pub(super) fn ddim_ops(a_from: f64, a_to: f64, prediction: Prediction, clip: Option<f64>) -> Vec<LinOp> {
+    let (sa, sb) = (a_from.sqrt(), (1.0 - a_from).sqrt());
+    let (sa_to, sb_to) = (a_to.sqrt(), (1.0 - a_to).sqrt());
+    // x0 and ε as (coefficient of x, coefficient of the output).
+    let (x0, eps) = match prediction {
+        Prediction::Epsilon => ((1.0 / sa, -sb / sa), (0.0, 1.0)),
+        Prediction::VPrediction => ((sa, -sb), (sb, sa)),
+    };
+    match clip {
+        None => vec![LinOp::new(
+            Dst::X,
+            &[(sa_to * x0.0 + sb_to * eps.0, Slot::X), (sa_to * x0.1 + sb_to * eps.1, Slot::Out)],
+        )],
+        Some(r) => vec![
+            LinOp::new(Dst::Hist(0), &[(x0.0, Slot::X), (x0.1, Slot::Out)]).clamped(Some(r)),
+            LinOp::new(Dst::X, &[(sa_to, Slot::Hist(0)), (sb_to * eps.0, Slot::X), (sb_to * eps.1, Slot::Out)]),
+        ],
     }
 }

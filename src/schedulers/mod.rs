@@ -4,6 +4,7 @@
 //! sample to the next sample; every scheduler expresses it as a [`program`] of elementwise linear combinations, run
 //! on the host in f64 ([`Scheduler::step`]) or on the GPU by the sampling loop.
 pub mod ddim;
+pub mod ddim_inverse;
 pub mod dpm;
 pub mod euler;
 pub mod pndm;
@@ -17,6 +18,7 @@ use crate::weights::config::Config;
 
 pub use crate::ops::lincomb::program::{self, Dst, LinOp, Slot, Term};
 pub use ddim::Ddim;
+pub use ddim_inverse::DdimInverse;
 pub use dpm::DpmSolverPp;
 pub use euler::Euler;
 pub use pndm::Pndm;

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuOptions};
+use crate::input_image::{Picture, fit, to_unit_nhwc};
 use crate::models::cascade::{Cascade, CascadeIndex, SR_SCALE, is_cascade};
 use crate::models::sd::{LoadOptions, StableDiffusion};
 use crate::models::unet::UNet;
@@ -224,6 +225,14 @@ impl Session {
     /// Checks everything about `r` that can fail before sampling (the plan, the size, the noise given as data).
     pub fn check(&self, r: &Request) -> Result<()> {
         self.plan(r)?;
+        if let Some(pic) = &r.image {
+            if let Pipeline::Cascade(_) = self.pipeline {
+                return Err(Error::input(
+                    "--image needs a Stable Diffusion model for now; the pixel cascade cannot invert images yet",
+                ));
+            }
+            self.fitted_picture(r, pic)?;
+        }
         self.initial_noise(r, 0).map(|_| ())
     }
 
@@ -245,10 +254,43 @@ impl Session {
         }
     }
 
+    /// The image size of `r` in pixels (`--height/--width`, else the model's native size), checked against the
+    /// model's grid.
+    fn pixel_size(&self, r: &Request) -> Result<(usize, usize)> {
+        let g = self.geometry();
+        let native = g.native * g.up;
+        let (ph, pw) = (r.height.unwrap_or(native), r.width.unwrap_or(native));
+        let grid = g.up * g.levels;
+        if ph == 0 || pw == 0 || ph % grid != 0 || pw % grid != 0 {
+            return Err(Error::input(format!(
+                "--height and --width must be positive multiples of {grid}, got {ph}x{pw}"
+            )));
+        }
+        Ok((ph, pw))
+    }
+
+    /// The picture of a real-image request fitted to the run's size, as the model sees it.
+    fn fitted_picture(&self, r: &Request, pic: &Picture) -> Result<Picture> {
+        let (ph, pw) = self.pixel_size(r)?;
+        let g = self.geometry();
+        let (lh, lw) = (ph / g.up, pw / g.up);
+        if (pic.height as usize) < lh || (pic.width as usize) < lw {
+            return Err(Error::input(format!(
+                "image: {}x{} is smaller than the model's latent grid {lw}x{lh} at {pw}x{ph}; use a larger picture",
+                pic.width, pic.height
+            )));
+        }
+        fit(pic, (ph, pw), r.resize_mode()?)
+    }
+
     /// The initial noise `[1, C, h, w]`, its `(h, w)`, and the seed used (None: the noise came as data).
     fn initial_noise(&self, r: &Request, seed: u64) -> Result<Noise> {
         let g = self.geometry();
         let (data, hw, used) = match &r.latents {
+            None if r.image.is_some() => {
+                let (h, w) = self.pixel_size(r)?;
+                (Vec::new(), (h / g.up, w / g.up), None)
+            }
             Some(n) => {
                 let [_, lc, h, w] = n.shape;
                 if lc != g.channels {
@@ -262,14 +304,7 @@ impl Session {
                 (n.latents.clone(), (h, w), None)
             }
             None => {
-                let native = g.native * g.up;
-                let (ph, pw) = (r.height.unwrap_or(native), r.width.unwrap_or(native));
-                let grid = g.up * g.levels;
-                if ph == 0 || pw == 0 || ph % grid != 0 || pw % grid != 0 {
-                    return Err(Error::input(format!(
-                        "--height and --width must be positive multiples of {grid}, got {ph}x{pw}"
-                    )));
-                }
+                let (ph, pw) = self.pixel_size(r)?;
                 let (h, w) = (ph / g.up, pw / g.up);
                 (gaussian(seed, g.channels * h * w), (h, w), Some(seed))
             }
@@ -295,6 +330,7 @@ impl Session {
                 warnings.push(format!("prompt longer than {} tokens; cut: {cut:?}", tok.max_len()));
             }
         }
+        self.check(r)?;
         let seed = r.seed.unwrap_or_else(random_seed);
         let (data, hw, mut used) = self.initial_noise(r, seed)?;
         let kind = r.scheduler_kind()?;
@@ -319,14 +355,31 @@ impl Session {
         let b = prompts.len();
         let gpu = &self.gpu;
         let mut noise = vec![("latents", vec![1, self.geometry().channels, hw.0, hw.1], data.clone())];
+        let input = match &r.image {
+            Some(pic) => Some(self.fitted_picture(r, pic)?),
+            None => None,
+        };
+        if input.is_some() {
+            noise.clear();
+            used = None;
+        }
         let (images, image_hw, raw, attention, masks) = match &self.pipeline {
             Pipeline::Sd(sd) => {
                 let c = sd.unet.config.in_channels;
-                let out = match &plan {
-                    None => sd.generate(gpu, &generate(), progress)?,
-                    Some(plan) => sd.edit(gpu, plan, &edit_run(), progress)?,
+                let mut raw = Vec::new();
+                let out = match (&input, &plan) {
+                    (Some(pic), plan) => {
+                        let method = r.inversion_method()?.unwrap_or_default();
+                        let image = to_unit_nhwc(pic);
+                        let (out, traj) =
+                            sd.edit_image(gpu, &r.prompt, plan.as_ref(), &edit_run(), &image, method, progress)?;
+                        raw.push(("inversion_latents", vec![steps + 1, c, hw.0, hw.1], traj.to_nchw(gpu)?));
+                        out
+                    }
+                    (None, None) => sd.generate(gpu, &generate(), progress)?,
+                    (None, Some(plan)) => sd.edit(gpu, plan, &edit_run(), progress)?,
                 };
-                let raw = vec![("latents", vec![b, c, hw.0, hw.1], out.latents)];
+                raw.insert(0, ("latents", vec![b, c, hw.0, hw.1], out.latents));
                 (out.images, out.image_hw, raw, out.attention, out.blend_masks)
             }
             Pipeline::Cascade(m) => {
@@ -387,6 +440,7 @@ impl Session {
             blend_masks: masks,
             sample_hw: hw,
             seed: used,
+            input,
             warnings,
             timings: Timings { run: t0.elapsed().as_secs_f64() },
         })

@@ -1,10 +1,11 @@
 //! What a run returns ([`Output`]) and the files it makes: `source.png`, `edit.png` (or `edit-1.png`, …),
-//! `grid.png` (source | edits with the prompts above), `attention-K.png` per prompt, `blend-masks.png` and
+//! `input.png` (a real image as the model saw it), `grid.png` ([input |] source | edits with the prompts above), `attention-K.png` per prompt, `blend-masks.png` and
 //! `raw.safetensors`. The files are built in memory ([`Output::files`]) and written atomically by
 //! [`Output::write`], each only after all of them were made.
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
+use crate::input_image::Picture;
 use crate::output::{Quantize, WriteSet, png, safetensors_f32, to_rgb8};
 use crate::pictures::{attention_grid, captioned_grid, mask_grid};
 
@@ -55,6 +56,8 @@ pub struct Output {
     pub sample_hw: (usize, usize),
     /// The seed of the initial noise (None: all of it came as data).
     pub seed: Option<u64>,
+    /// Real-image editing: the picture as the model saw it (after fitting), `image_hw` in size.
+    pub input: Option<Picture>,
     /// Things the user may want to know (a prompt cut at the tokenizer's length).
     pub warnings: Vec<String>,
     pub timings: Timings,
@@ -85,11 +88,14 @@ impl Output {
         v
     }
 
-    /// The names of the files [`Output::files`] makes for `rows` rows, with attention maps, blend masks and
-    /// `raw.safetensors` as asked.
-    pub fn file_names(rows: usize, attention: bool, blend: bool, raw: bool) -> Vec<String> {
+    /// The names of the files [`Output::files`] makes for `rows` rows, with the input picture (`input.png`),
+    /// attention maps, blend masks and `raw.safetensors` as asked.
+    pub fn file_names(rows: usize, input: bool, attention: bool, blend: bool, raw: bool) -> Vec<String> {
         let mut v = Self::image_names(rows);
-        if rows > 1 {
+        if input {
+            v.insert(0, "input.png".into());
+        }
+        if rows + usize::from(input) > 1 {
             v.push("grid.png".into());
         }
         if attention {
@@ -105,14 +111,14 @@ impl Output {
     }
 
     /// Whether `name` is a file name that [`Output::files`] makes for some request: `source.png`, `edit.png`,
-    /// `edit-N.png`, `grid.png`, `attention-N.png`, `blend-masks.png`, `raw.safetensors`.
+    /// `edit-N.png`, `input.png`, `grid.png`, `attention-N.png`, `blend-masks.png`, `raw.safetensors`.
     pub fn is_output_name(name: &str) -> bool {
         let numbered = |prefix: &str| {
             name.strip_prefix(prefix)
                 .and_then(|r| r.strip_suffix(".png"))
                 .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
         };
-        matches!(name, "source.png" | "edit.png" | "grid.png" | "blend-masks.png" | "raw.safetensors")
+        matches!(name, "input.png" | "source.png" | "edit.png" | "grid.png" | "blend-masks.png" | "raw.safetensors")
             || numbered("edit-")
             || numbered("attention-")
     }
@@ -126,9 +132,17 @@ impl Output {
         for (name, rgb) in Self::image_names(b).into_iter().zip(&rgbs) {
             out.push((name, png(rgb, h, w)?));
         }
-        if b > 1 {
-            let tiles: Vec<(Vec<u8>, usize, usize)> = rgbs.iter().map(|r| (r.clone(), h, w)).collect();
-            let (g, gh, gw) = captioned_grid(&tiles, &self.prompts)?;
+        let mut tiles: Vec<(Vec<u8>, usize, usize)> = Vec::new();
+        let mut captions = Vec::new();
+        if let Some(p) = &self.input {
+            out.insert(0, ("input.png".into(), png(&p.rgb, h, w)?));
+            tiles.push((p.rgb.clone(), h, w));
+            captions.push("input".to_string());
+        }
+        tiles.extend(rgbs.iter().map(|r| (r.clone(), h, w)));
+        captions.extend(self.prompts.iter().cloned());
+        if tiles.len() > 1 {
+            let (g, gh, gw) = captioned_grid(&tiles, &captions)?;
             out.push(("grid.png".into(), png(&g, gh, gw)?));
         }
         if let Some(a) = &self.attention {

@@ -5,8 +5,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::input_image::{Picture, Resize};
 use crate::output::Quantize;
 use crate::p2p::{EditSpec, Mode, Window, spec};
+use crate::pipelines::Method;
 use crate::schedulers::Kind;
 
 fn default_blend_threshold() -> f32 {
@@ -101,6 +103,16 @@ pub struct Request {
     pub attention: bool,
     #[serde(default)]
     pub attention_res: Option<usize>,
+
+    /// Real-image editing: the picture to edit, decoded RGB8 of any size (`prompt` describes it).
+    #[serde(default)]
+    pub image: Option<Picture>,
+    /// How the picture becomes the model's size: "crop" (the default), "stretch" or "pad".
+    #[serde(default)]
+    pub resize: Option<String>,
+    /// How the edit starts from the inversion: "ddim", "negative-prompt" or "direct" (the default).
+    #[serde(default)]
+    pub inversion: Option<String>,
 }
 
 /// Initial noise given as data, NCHW f32: `latents` `[1, C, h, w]`; for a cascade optionally the SR noises
@@ -146,6 +158,9 @@ impl Request {
             self_max_res: default_self_max_res(),
             attention: false,
             attention_res: None,
+            image: None,
+            resize: None,
+            inversion: None,
         }
     }
 
@@ -198,6 +213,7 @@ impl Request {
         if let Some(g) = self.sr_guidance.filter(|g| !g.is_finite()) {
             return Err(Error::input(format!("--sr-guidance must be a finite number, got {g}")));
         }
+        self.validate_image()?;
         if !self.is_edit() && (self.blend.is_some() || self.attention || !self.cross_steps_word.is_empty()) {
             return Err(Error::input(
                 "--blend, --cross-steps-word and --save-attention need an edit (--swap, --target or --reweight)",
@@ -225,6 +241,50 @@ impl Request {
             if let Some(bad) = n.latents.iter().find(|v| !v.is_finite()) {
                 return Err(Error::input(format!("latents hold {bad}")));
             }
+        }
+        Ok(())
+    }
+
+    /// The inversion method (None: no picture).
+    pub fn inversion_method(&self) -> Result<Option<Method>> {
+        match (&self.image, self.inversion.as_deref()) {
+            (None, _) => Ok(None),
+            (Some(_), None) => Ok(Some(Method::default())),
+            (Some(_), Some(m)) => Method::parse(m).map(Some),
+        }
+    }
+
+    /// How the picture is fitted.
+    pub fn resize_mode(&self) -> Result<Resize> {
+        self.resize.as_deref().map_or(Ok(Resize::default()), Resize::parse)
+    }
+
+    /// The checks of a real-image request (none without a picture, except that its options need one).
+    fn validate_image(&self) -> Result<()> {
+        let Some(pic) = &self.image else {
+            if self.resize.is_some() || self.inversion.is_some() {
+                return Err(Error::input("--resize and --inversion need an --image"));
+            }
+            return Ok(());
+        };
+        pic.validate()?;
+        self.resize_mode()?;
+        let method = self.inversion_method()?;
+        if self.seed.is_some() || self.latents.is_some() {
+            return Err(Error::input(
+                "--image cannot be combined with --seed or --latents (the inversion of the image is the noise)",
+            ));
+        }
+        if let Some(s) = self.scheduler.as_deref().filter(|s| *s != "ddim") {
+            return Err(Error::input(format!(
+                "--scheduler {s} with --image: editing a real image uses DDIM (its inversion is DDIM's), leave \
+                 --scheduler out or give ddim"
+            )));
+        }
+        if method == Some(Method::NegativePrompt) && !self.negative_prompt.is_empty() {
+            return Err(Error::input(
+                "--negative-prompt cannot be combined with --inversion negative-prompt (which sets it to the prompt)",
+            ));
         }
         Ok(())
     }

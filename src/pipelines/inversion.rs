@@ -1,0 +1,184 @@
+//! Real-image editing on the one loop (`sampler::Sampler::run`):
+//!
+//! - [`Denoiser::invert`]: DDIM inversion, as the null-text notebook's `ddim_loop` and diffusers'
+//!   `DDIMInverseScheduler` (`schedulers::DdimInverse`): the source prompt only (guidance 1), the edit's DDIM
+//!   timesteps in ascending order, every latent x_0 (the encoded image) … x_S kept on the GPU ([`Trajectory`]);
+//! - [`Pinned`]: direct inversion (Ju et al., ICLR 2024, "PnP Inversion"): after every scheduler step of the edit,
+//!   before local blending, row 0 (the source) is set to the stored latent of that step. The reference adds the
+//!   offset `x_inv − x_src` to the source row, which is the same value (checked in
+//!   weights-tools/inversion_reference.py); the targets are never offset.
+//!
+//! Negative-prompt inversion (Miyake et al.) needs no hook: the edit's unconditional prompt is the source prompt.
+use crate::error::{Error, Result};
+use crate::gpu::{Dispatch, Gpu};
+use crate::models::sd::{nchw_to_nhwc, nhwc_to_nchw};
+use crate::ops::Recording;
+use crate::ops::copy::copy;
+use crate::schedulers::DdimInverse;
+use crate::tensor::{DType, Tensor};
+
+use super::progress::StageProgress;
+use super::sampler::{Sampler, StepHooks};
+use super::stage::{Denoiser, Generate, Sampling};
+
+/// How an inverted image starts its edit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// The edit starts from the inverted x_S; nothing else changes (drifts under guidance).
+    Ddim,
+    /// The edit's unconditional embedding is the source prompt's, in every row (Miyake et al.).
+    NegativePrompt,
+    /// The source row is pinned to the inversion's latents at every step (Ju et al.).
+    #[default]
+    Direct,
+}
+
+impl Method {
+    pub fn parse(s: &str) -> Result<Method> {
+        match s {
+            "ddim" => Ok(Method::Ddim),
+            "negative-prompt" => Ok(Method::NegativePrompt),
+            "direct" => Ok(Method::Direct),
+            other => Err(Error::input(format!("--inversion {other:?}: expected ddim, negative-prompt or direct"))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Ddim => "ddim",
+            Method::NegativePrompt => "negative-prompt",
+            Method::Direct => "direct",
+        }
+    }
+}
+
+/// The latents of one inversion, x_0 (the encoded image) … x_S, on the GPU: f32 NHWC `[S + 1, h, w, C]`.
+#[derive(Clone)]
+pub struct Trajectory {
+    pub latents: Tensor,
+    pub steps: usize,
+    pub hw: (usize, usize),
+    pub channels: usize,
+}
+
+impl std::fmt::Debug for Trajectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Trajectory({} steps, {:?}×{})", self.steps, self.hw, self.channels)
+    }
+}
+
+impl Trajectory {
+    /// Uploads `[S + 1, C, h, w]` NCHW latents.
+    pub fn from_nchw(gpu: &Gpu, data: &[f32], steps: usize, channels: usize, (h, w): (usize, usize)) -> Result<Self> {
+        if data.len() != (steps + 1) * channels * h * w {
+            return Err(Error::shape(
+                "trajectory",
+                format!("{} values, expected [{}, {channels}, {h}, {w}]", data.len(), steps + 1),
+            ));
+        }
+        let nhwc = nchw_to_nhwc(data, steps + 1, channels, h, w);
+        let latents = Tensor::from_f32(gpu, &[steps + 1, h, w, channels], DType::F32, &nhwc)?;
+        Ok(Trajectory { latents, steps, hw: (h, w), channels })
+    }
+
+    /// All latents, NCHW `[S + 1, C, h, w]`.
+    pub fn to_nchw(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        let (h, w) = self.hw;
+        Ok(nhwc_to_nchw(&self.latents.to_f32(gpu)?, self.steps + 1, self.channels, h, w))
+    }
+
+    /// Latent `k` (x_k), NCHW `[1, C, h, w]`.
+    pub fn latent_nchw(&self, gpu: &Gpu, k: usize) -> Result<Vec<f32>> {
+        let (h, w) = self.hw;
+        Ok(nhwc_to_nchw(&self.latents.rows(gpu, k, 1)?.to_f32(gpu)?, 1, self.channels, h, w))
+    }
+}
+
+/// Keeps the sample after every inverse step: evaluation i copies X into slot i + 1.
+struct Keep {
+    copies: Vec<Recording>,
+}
+
+impl StepHooks for Keep {
+    fn after(&self, i: usize) -> Vec<&Dispatch> {
+        self.copies.get(i).map(|r| r.iter().collect()).unwrap_or_default()
+    }
+}
+
+/// Direct inversion's pin on top of other hooks: after evaluation i's scheduler step, row 0 of X ← x_{S−1−i}, then
+/// the inner hooks' dispatches (local blending).
+pub struct Pinned<'h> {
+    inner: &'h mut dyn StepHooks,
+    pins: Vec<Recording>,
+}
+
+impl<'h> Pinned<'h> {
+    /// Pins row 0 of `x` to `traj` over the `evaluations` UNet evaluations of a DDIM edit of `traj.steps` steps.
+    pub fn new(
+        gpu: &Gpu,
+        traj: &Trajectory,
+        x: &Tensor,
+        evaluations: usize,
+        inner: &'h mut dyn StepHooks,
+    ) -> Result<Self> {
+        if evaluations != traj.steps {
+            return Err(Error::input(format!(
+                "the inversion has {} steps, the edit {evaluations} evaluations; they must match",
+                traj.steps
+            )));
+        }
+        let src = x.rows(gpu, 0, 1)?;
+        let mut pins = Vec::with_capacity(evaluations);
+        for i in 0..evaluations {
+            let mut rec = Recording::new();
+            copy(gpu, &mut rec, &traj.latents.rows(gpu, traj.steps - 1 - i, 1)?, &src)?;
+            pins.push(rec);
+        }
+        Ok(Pinned { inner, pins })
+    }
+}
+
+impl StepHooks for Pinned<'_> {
+    fn before(&mut self, gpu: &Gpu, i: usize) -> Result<usize> {
+        self.inner.before(gpu, i)
+    }
+    fn after(&self, i: usize) -> Vec<&Dispatch> {
+        let mut v: Vec<&Dispatch> = self.pins.get(i).map(|r| r.iter().collect()).unwrap_or_default();
+        v.extend(self.inner.after(i));
+        v
+    }
+}
+
+impl Denoiser<'_> {
+    /// DDIM-inverts the encoded image `x0` (NCHW `[1, C, h, w]`, already scaled as the UNet's samples) with
+    /// `prompt` over `steps` steps (see the module doc); returns x_0 … x_S.
+    pub fn invert(
+        &self,
+        gpu: &Gpu,
+        prompt: &str,
+        x0: &[f32],
+        steps: usize,
+        (h, w): (usize, usize),
+        progress: &mut StageProgress,
+    ) -> Result<Trajectory> {
+        let c = self.unet.config.out_channels;
+        if self.unet.config.in_channels != c {
+            return Err(Error::model("inversion needs a UNet that maps its sample to itself"));
+        }
+        let g =
+            Generate { prompts: vec![prompt.to_string()], sampling: Sampling::new(steps, 1.0, x0.to_vec(), (h, w)) };
+        let mut sched = DdimInverse::new(self.scheduler, steps)?;
+        let rec = self.record_plain(gpu, &g, None)?;
+        let sampler = Sampler::new(gpu, &sched, &rec, x0, 1, (h, w, c), 1.0)?;
+        let traj = Trajectory::from_nchw(gpu, &[x0, &vec![0.0; steps * c * h * w]].concat(), steps, c, (h, w))?;
+        let mut copies = Vec::with_capacity(steps);
+        for i in 0..steps {
+            let mut r = Recording::new();
+            copy(gpu, &mut r, &sampler.x, &traj.latents.rows(gpu, i + 1, 1)?)?;
+            copies.push(r);
+        }
+        sampler.run(gpu, &rec, &mut sched, &mut Keep { copies }, progress)?;
+        Ok(traj)
+    }
+}
