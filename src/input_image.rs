@@ -178,3 +178,126 @@ pub fn to_image01_nchw(pic: &Picture) -> Vec<f32> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::ImageEncoder;
+
+    /// A `w × h` picture whose pixel (x, y) is (x, y, 7): every pixel tells where it came from.
+    fn coords(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 7]))
+    }
+
+    fn png(img: &RgbImage) -> Vec<u8> {
+        let mut v = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut v)
+            .write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)
+            .unwrap();
+        v
+    }
+
+    /// `jpeg` with an APP1 Exif segment holding only the orientation tag (big-endian TIFF).
+    fn with_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
+        let mut tiff = b"MM\0\x2a\0\0\0\x08".to_vec();
+        tiff.extend_from_slice(&1u16.to_be_bytes()); // one IFD entry
+        tiff.extend_from_slice(&0x0112u16.to_be_bytes()); // Orientation
+        tiff.extend_from_slice(&3u16.to_be_bytes()); // SHORT
+        tiff.extend_from_slice(&1u32.to_be_bytes()); // count
+        tiff.extend_from_slice(&orientation.to_be_bytes());
+        tiff.extend_from_slice(&[0, 0]);
+        tiff.extend_from_slice(&0u32.to_be_bytes()); // no next IFD
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend_from_slice(&tiff);
+        let mut out = jpeg[..2].to_vec(); // SOI
+        out.extend_from_slice(&[0xFF, 0xE1]);
+        out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+        out.extend_from_slice(&app1);
+        out.extend_from_slice(&jpeg[2..]);
+        out
+    }
+
+    #[test]
+    fn png_jpeg_and_webp_decode_to_rgb8() {
+        let img = coords(20, 12);
+        let p = decode("a.png", &png(&img)).unwrap();
+        assert_eq!((p.width, p.height, p.rgb.as_slice()), (20, 12, img.as_raw().as_slice()));
+
+        let mut webp = Vec::new();
+        image::codecs::webp::WebPEncoder::new_lossless(&mut webp)
+            .write_image(img.as_raw(), 20, 12, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        assert_eq!(decode("a.webp", &webp).unwrap().rgb, img.as_raw().clone(), "lossless WebP");
+
+        let flat = RgbImage::from_pixel(16, 8, image::Rgb([200, 40, 90]));
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95).encode_image(&flat).unwrap();
+        let j = decode("a.jpg", &jpeg).unwrap();
+        assert_eq!((j.width, j.height), (16, 8));
+        assert!(j.rgb.chunks(3).all(|px| px.iter().zip([200, 40, 90]).all(|(&a, b)| (a as i32 - b).abs() <= 3)));
+
+        // Grey with alpha and 16 bits a channel become RGB8 (alpha dropped, as the reference's `[:, :, :3]`).
+        let la = image::ImageBuffer::<image::LumaA<u16>, Vec<u16>>::from_pixel(3, 2, image::LumaA([0x8080, 0x1000]));
+        let mut v = Vec::new();
+        DynamicImage::ImageLumaA16(la).write_to(&mut Cursor::new(&mut v), ImageFormat::Png).unwrap();
+        let g = decode("grey.png", &v).unwrap();
+        assert_eq!(g.rgb, vec![0x80; 18]);
+    }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        // A 16 × 8 JPEG, left half black, right half white; orientation 6 (rotate 90° clockwise) makes it 8 × 16
+        // with the white half at the bottom.
+        let img = RgbImage::from_fn(16, 8, |x, _| if x < 8 { image::Rgb([0, 0, 0]) } else { image::Rgb([255; 3]) });
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95).encode_image(&img).unwrap();
+        let plain = decode("plain.jpg", &jpeg).unwrap();
+        assert_eq!((plain.width, plain.height), (16, 8));
+        let turned = decode("turned.jpg", &with_orientation(&jpeg, 6)).unwrap();
+        assert_eq!((turned.width, turned.height), (8, 16));
+        let at = |p: &Picture, x: u32, y: u32| p.rgb[((y * p.width + x) * 3) as usize];
+        assert!(at(&turned, 4, 2) < 30 && at(&turned, 4, 13) > 225, "rotated the wrong way");
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_their_name() {
+        let good = png(&coords(8, 8));
+        for (bytes, want) in [
+            (b"not an image at all".to_vec(), "not a PNG, JPEG or WebP"),
+            (good[..good.len() / 2].to_vec(), "cannot decode"),
+            (b"GIF89a\x01\0\x01\0\0\0\0;".to_vec(), "Gif images are not supported"),
+            (png(&coords(MAX_SIDE + 1, 1)), "cannot decode"),
+        ] {
+            let e = decode("x.img", &bytes).unwrap_err().to_string();
+            assert!(e.starts_with("x.img: ") && e.contains(want), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        let huge = Picture { width: 8000, height: 6000, rgb: Vec::new() };
+        assert!(huge.validate().is_err());
+        let short = Picture { width: 2, height: 2, rgb: vec![0; 11] };
+        assert!(short.validate().unwrap_err().to_string().contains("needs 12 RGB bytes"));
+    }
+
+    #[test]
+    fn crop_stretch_and_pad_keep_what_they_say() {
+        let src = Picture::from_image(coords(40, 20));
+        // Crop: the centred 20 × 20 square (x from 10), here at its own size: exact pixels.
+        let c = fit(&src, (20, 20), Resize::Crop).unwrap();
+        assert_eq!(c.rgb[..3], [10, 0, 7]);
+        assert_eq!(c.rgb[c.rgb.len() - 3..], [29, 19, 7]);
+        // Stretch: the whole width, halved.
+        let s = fit(&src, (20, 20), Resize::Stretch).unwrap();
+        assert!(s.rgb[(19 * 3) as usize] >= 36, "right column comes from the source's right edge");
+        // Pad: fitted inside (20 × 10), mid grey above and below.
+        let p = fit(&src, (20, 20), Resize::Pad).unwrap();
+        assert_eq!(p.rgb[..3], [128, 128, 128]);
+        assert_eq!(p.rgb[p.rgb.len() - 3..], [128, 128, 128]);
+        let mid = (10 * 20 + 10) * 3;
+        assert_ne!(p.rgb[mid..mid + 3], [128, 128, 128]);
+        // Unit range: 0 → -1, 255 → 1.
+        let u = to_unit_nhwc(&Picture { width: 1, height: 1, rgb: vec![0, 255, 128] });
+        assert_eq!(u[0], -1.0);
+        assert_eq!(u[1], 1.0);
+        assert!((u[2] - 0.003_921_6).abs() < 1e-6);
+    }
+}

@@ -1,6 +1,6 @@
 //! The `p2p-wgpu` command line. Thin: parse, call the library, report. Every failure is one line on stderr and a
 //! non-zero exit code, never a panic.
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use p2p_wgpu::app::console::{out, say};
 use p2p_wgpu::app::generate::GenerateArgs;
@@ -128,6 +128,9 @@ fn run(cli: Cli) -> p2p_wgpu::Result<()> {
 
 fn main() {
     let cli = Cli::parse();
+    if let Some(m) = cli.command.is_none().then(|| cli.generate.usage_error()).flatten() {
+        Cli::command().error(clap::error::ErrorKind::ArgumentConflict, m).exit();
+    }
     if let Err(e) = run(cli) {
         say(&format!("p2p-wgpu: error: {e}"));
         std::process::exit(1);

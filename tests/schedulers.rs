@@ -428,3 +428,53 @@ fn config_reading() {
     let c = from_json(json!({"_class_name": "LMSDiscreteScheduler"})).unwrap();
     assert!(build(&c, None, 4).err().unwrap().to_string().contains("LMSDiscreteScheduler"));
 }
+
+/// `DdimInverse` (real-image inversion, diffusers' `DDIMInverseScheduler` convention): its timesteps are DDIM's
+/// reversed; with an epsilon model whose output is the same in both directions, inverse step S−1−i exactly undoes
+/// forward step i (no clipping either way); for v-prediction one step equals the formula with the source level's
+/// alpha (x0 = √ᾱ_from·x − √(1−ᾱ_from)·v, ε = √ᾱ_from·v + √(1−ᾱ_from)·x, x' = √ᾱ_t·x0 + √(1−ᾱ_t)·ε).
+#[test]
+fn ddim_inverse_undoes_ddim() {
+    use p2p_wgpu::schedulers::{Ddim, DdimInverse, Scheduler};
+    let mut rng = Rng::new(11);
+    let cfg = config("sd1-tiny");
+    for steps in [1, 4, 10] {
+        let mut fwd = Ddim::new(&cfg, steps).unwrap();
+        let mut inv = DdimInverse::new(&cfg, steps).unwrap();
+        let mut rev = fwd.timesteps().to_vec();
+        rev.reverse();
+        assert_eq!(inv.timesteps(), rev.as_slice());
+        assert_eq!(inv.history_slots(), 0);
+        for i in 0..steps {
+            let x = rng.vec(64, 1.0);
+            let eps = rng.vec(64, 1.0);
+            let y = fwd.step(i, &eps, &x).unwrap();
+            let back = inv.step(steps - 1 - i, &eps, &y).unwrap();
+            let e = rel_l2(&back, &x.iter().map(|&v| v as f64).collect::<Vec<_>>());
+            assert!(e < 1e-6, "S={steps} step {i}: inverse(forward(x)) is {e:.2e} from x");
+            assert!(rel_l2(&y, &x.iter().map(|&v| v as f64).collect::<Vec<_>>()) > 1e-3, "the step moved nothing");
+        }
+    }
+    let cfg = config("sd2-tiny");
+    assert_eq!(cfg.prediction_type, Prediction::VPrediction);
+    let acp = cfg.alphas_cumprod();
+    let mut inv = DdimInverse::new(&cfg, 4).unwrap();
+    for j in 0..4 {
+        let t = inv.timesteps()[j];
+        let a_from = if t >= 250 { acp[t - 250] } else { acp[0] };
+        let a_to = acp[t];
+        let (x, v) = (rng.vec(16, 1.0), rng.vec(16, 1.0));
+        let got = inv.step(j, &v, &x).unwrap();
+        let want: Vec<f64> = x
+            .iter()
+            .zip(&v)
+            .map(|(&x, &v)| {
+                let (x, v) = (x as f64, v as f64);
+                let x0 = a_from.sqrt() * x - (1.0 - a_from).sqrt() * v;
+                let eps = a_from.sqrt() * v + (1.0 - a_from).sqrt() * x;
+                a_to.sqrt() * x0 + (1.0 - a_to).sqrt() * eps
+            })
+            .collect();
+        assert!(rel_l2(&got, &want) < 1e-6, "v-prediction inverse step {j}");
+    }
+}

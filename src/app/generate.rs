@@ -145,7 +145,7 @@ pub struct GenerateArgs {
     /// Edit this picture (PNG, JPEG or WebP) instead of a generated one: it is fitted to the model's size
     /// (--resize), DDIM-inverted with --prompt (which should describe it) and edited from its inversion with DDIM.
     /// Writes input.png (the picture as the model saw it); source.png is the reconstruction.
-    #[arg(long, value_name = "FILE", help_heading = "Real images")]
+    #[arg(long, value_name = "FILE", help_heading = "Real images", conflicts_with_all = ["seed", "latents", "save_latents"])]
     pub image: Option<PathBuf>,
     /// How the picture becomes the model's size: crop (centre crop to the model's aspect, then resize; the
     /// default), stretch, or pad (fit inside, mid-grey borders). Bicubic resampling.
@@ -176,6 +176,17 @@ pub fn read_image(path: &Path) -> Result<crate::input_image::Picture> {
 }
 
 impl GenerateArgs {
+    /// A combination of flags that clap cannot express and that is a usage error (exit status 2).
+    pub fn usage_error(&self) -> Option<String> {
+        match (&self.image, self.scheduler.as_deref()) {
+            (Some(_), Some(s)) if s != "ddim" => Some(format!(
+                "--scheduler {s} cannot be used with --image: a real image is edited with DDIM, the inverse of its \
+                 DDIM inversion (leave --scheduler out or give ddim)"
+            )),
+            _ => None,
+        }
+    }
+
     /// Whether any edit option was given.
     pub fn is_edit(&self) -> bool {
         !self.swap.is_empty() || !self.target.is_empty() || !self.reweight.is_empty()
@@ -325,11 +336,6 @@ pub fn run(a: &GenerateArgs, gpu: GpuOptions) -> Result<()> {
     let latents = a.latents.as_deref().map(|p| read_noise(p, cascade)).transpose()?;
     let mut req = a.request(&prompt, latents);
     if let Some(p) = &a.image {
-        if a.save_latents.is_some() {
-            return Err(Error::input(
-                "--save-latents cannot be combined with --image (the noise is the inversion; --save-raw keeps it)",
-            ));
-        }
         req.image = Some(read_image(p)?);
     }
     req.validate()?;

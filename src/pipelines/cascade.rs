@@ -9,6 +9,7 @@ use crate::models::sd::{nchw_to_nhwc, nhwc_to_nchw};
 use crate::p2p::EditPlan;
 use crate::schedulers;
 
+use super::inversion::{Method, Trajectory};
 use super::progress::{Progress, StageProgress};
 use super::stage::{Denoiser, EditRun, Generate, Sampling, StageCond};
 
@@ -76,7 +77,7 @@ impl Cascade {
         let mut p = StageProgress { inner: progress, stage: "base", offset: 0, of: nb + ns };
         let base = self.base().generate(gpu, g, None, &mut p)?;
         let mut p = StageProgress { stage: "sr", offset: nb, ..p };
-        self.finish(gpu, &g.prompts, base, g.sampling.latent_hw, sr, &mut p, None, None)
+        self.finish(gpu, &g.prompts, base, g.sampling.latent_hw, sr, SrExtras::default(), &mut p, None, None)
     }
 
     /// The edit `plan` on the base stage (as `r`, `r.sampling.latents` `[1, 3, h, w]`), then SR of every row, unedited.
@@ -95,7 +96,69 @@ impl Cascade {
         let mut p = StageProgress { inner: progress, stage: "base", offset: 0, of: nb + ns };
         let e = self.base().edit(gpu, plan, r, &mut p)?;
         let mut p = StageProgress { stage: "sr", offset: nb, ..p };
-        self.finish(gpu, &plan.prompts, e.samples, r.sampling.latent_hw, sr, &mut p, e.attention, e.blend_masks)
+        let none = SrExtras::default();
+        self.finish(gpu, &plan.prompts, e.samples, r.sampling.latent_hw, sr, none, &mut p, e.attention, e.blend_masks)
+    }
+
+    /// Real-image editing on the cascade: `full` is the picture at the final size, `base_image` the same at the
+    /// base size (both NHWC `[1, ·, ·, 3]` in [-1, 1]). The base stage is DDIM-inverted from `base_image` and edited
+    /// from its inversion by `method` (as Stable Diffusion's latents); the SR stage is inverted too, from `full`
+    /// conditioned on `base_image` (augmented with `sr.aug_noise`), and every row is super-resolved with DDIM from
+    /// that inversion, on its own edited base, by the same method, so that with `direct` the source row reproduces
+    /// the input at full size. `plan` None: the source alone (the reconstruction). Progress stages: "invert",
+    /// "invert-sr", "base", "sr". Returns the output and the two inversions (base, SR).
+    #[allow(clippy::too_many_arguments)]
+    pub fn edit_image(
+        &self,
+        gpu: &Gpu,
+        prompt: &str,
+        plan: Option<&EditPlan>,
+        r: &EditRun,
+        sr: &SrRun,
+        (full, base_image): (&[f32], &[f32]),
+        method: Method,
+        progress: &mut dyn Progress,
+    ) -> Result<(CascadeOutput, Trajectory, Trajectory)> {
+        let (h, w) = r.sampling.latent_hw;
+        let (hh, ww) = (h * SR_SCALE, w * SR_SCALE);
+        if full.len() != hh * ww * RGB || base_image.len() != h * w * RGB {
+            return Err(Error::shape("cascade image", format!("pictures of {hh}x{ww} and {h}x{w} expected")));
+        }
+        let (s, ss) = (r.sampling.steps, sr.steps);
+        let of = 2 * (s + ss);
+        let mut p = StageProgress { inner: progress, stage: "invert", offset: 0, of };
+        let x0 = nhwc_to_nchw(base_image, 1, RGB, h, w);
+        let traj = self.base().invert(gpu, prompt, &x0, s, (h, w), None, &mut p)?;
+        let cond = self.sr_cond(base_image, 1, (h, w), sr)?;
+        let k = StageCond { image: &cond, channels: RGB, class_label: Some(self.index.sr_noise_level as f32) };
+        let y0 = nhwc_to_nchw(full, 1, RGB, hh, ww);
+        let mut p = StageProgress { stage: "invert-sr", offset: s, ..p };
+        let traj_sr = self.sr().invert(gpu, prompt, &y0, ss, (hh, ww), Some(&k), &mut p)?;
+
+        let mut r = r.clone();
+        r.sampling.scheduler = Some(schedulers::Kind::Ddim);
+        r.sampling.latents = traj.latent_nchw(gpu, s)?;
+        let negative = if method == Method::NegativePrompt { prompt.to_string() } else { r.sampling.negative.clone() };
+        r.sampling.negative = negative.clone();
+        let direct = method == Method::Direct;
+        let mut p = StageProgress { stage: "base", offset: s + ss, ..p };
+        let (prompts, base, attention, masks) = match plan {
+            None => {
+                let g = Generate { prompts: vec![prompt.to_string()], sampling: r.sampling.clone() };
+                let x = self.base().generate_pinned(gpu, &g, None, direct.then_some(&traj), &mut p)?;
+                (g.prompts, x, None, None)
+            }
+            Some(plan) => {
+                let e = self.base().edit_pinned(gpu, plan, &r, direct.then_some(&traj), &mut p)?;
+                (plan.prompts.clone(), e.samples, e.attention, e.blend_masks)
+            }
+        };
+        let sr =
+            SrRun { scheduler: Some(schedulers::Kind::Ddim), latents: traj_sr.latent_nchw(gpu, ss)?, ..sr.clone() };
+        let extras = SrExtras { negative, pin: direct.then_some(&traj_sr) };
+        let mut p = StageProgress { stage: "sr", offset: 2 * s + ss, ..p };
+        let out = self.finish(gpu, &prompts, base, (h, w), &sr, extras, &mut p, attention, masks)?;
+        Ok((out, traj, traj_sr))
     }
 
     /// From the base samples (NHWC) to the output: SR, decoding, NaN checks.
@@ -107,13 +170,14 @@ impl Cascade {
         base: Vec<f32>,
         (h, w): (usize, usize),
         sr: &SrRun,
+        extras: SrExtras,
         progress: &mut StageProgress,
         attention: Option<(Vec<f32>, usize, usize)>,
         blend_masks: Option<Vec<Vec<f32>>>,
     ) -> Result<CascadeOutput> {
         let b = prompts.len();
         finite(&base, "the base stage's output")?;
-        let y = self.super_resolve(gpu, prompts, &base, (h, w), sr, progress)?;
+        let y = self.super_resolve_with(gpu, prompts, &base, (h, w), sr, extras, progress)?;
         finite(&y, "the super-resolved image")?;
         let (hh, ww) = (h * SR_SCALE, w * SR_SCALE);
         let to01 = |v: &[f32]| -> Vec<f32> { v.iter().map(|&x| (x / 2.0 + 0.5).clamp(0.0, 1.0)).collect() };
@@ -138,11 +202,16 @@ impl Cascade {
         gpu: &Gpu,
         prompts: &[String],
         base: &[f32],
-        (h, w): (usize, usize),
+        hw: (usize, usize),
         sr: &SrRun,
         progress: &mut StageProgress,
     ) -> Result<Vec<f32>> {
-        let b = prompts.len();
+        self.super_resolve_with(gpu, prompts, base, hw, sr, SrExtras::default(), progress)
+    }
+
+    /// The SR stage's conditioning image for `b` base samples `base` (NHWC `[B, h, w, 3]`): clamped to [-1, 1],
+    /// upsampled ×4 bilinearly and noise-augmented at `sr_noise_level` with `sr.aug_noise`; NHWC `[B, 4h, 4w, 3]`.
+    fn sr_cond(&self, base: &[f32], b: usize, (h, w): (usize, usize), sr: &SrRun) -> Result<Vec<f32>> {
         let (hh, ww) = (h * SR_SCALE, w * SR_SCALE);
         if base.len() != b * h * w * RGB {
             return Err(Error::shape(
@@ -159,13 +228,38 @@ impl Cascade {
         let clamped: Vec<f32> = base.iter().map(|v| v.clamp(-1.0, 1.0)).collect();
         let up = upsample_bilinear(&clamped, b, h, w, RGB, SR_SCALE);
         let noise = nchw_to_nhwc(&sr.aug_noise, 1, RGB, hh, ww);
+        augment(&self.sr_scheduler, &up, &noise, self.index.sr_noise_level)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn super_resolve_with(
+        &self,
+        gpu: &Gpu,
+        prompts: &[String],
+        base: &[f32],
+        (h, w): (usize, usize),
+        sr: &SrRun,
+        extras: SrExtras,
+        progress: &mut StageProgress,
+    ) -> Result<Vec<f32>> {
+        let (hh, ww) = (h * SR_SCALE, w * SR_SCALE);
+        let cond = self.sr_cond(base, prompts.len(), (h, w), sr)?;
         let level = self.index.sr_noise_level;
-        let cond = augment(&self.sr_scheduler, &up, &noise, level)?;
         let guidance = sr.guidance.unwrap_or(self.index.sr_guidance_scale);
-        let sampling =
-            Sampling { scheduler: sr.scheduler, ..Sampling::new(sr.steps, guidance, sr.latents.clone(), (hh, ww)) };
+        let sampling = Sampling {
+            scheduler: sr.scheduler,
+            negative: extras.negative,
+            ..Sampling::new(sr.steps, guidance, sr.latents.clone(), (hh, ww))
+        };
         let g = Generate { prompts: prompts.to_vec(), sampling };
         let k = StageCond { image: &cond, channels: RGB, class_label: Some(level as f32) };
-        self.sr().generate(gpu, &g, Some(&k), progress)
+        self.sr().generate_pinned(gpu, &g, Some(&k), extras.pin, progress)
     }
+}
+
+/// What a real-image run changes in the SR stage: its unconditional prompt and the source pin.
+#[derive(Default)]
+struct SrExtras<'t> {
+    negative: String,
+    pin: Option<&'t Trajectory>,
 }

@@ -19,7 +19,7 @@ use crate::tensor::{DType, Tensor};
 
 use super::progress::StageProgress;
 use super::sampler::{Sampler, StepHooks};
-use super::stage::{Denoiser, Generate, Sampling};
+use super::stage::{Denoiser, Generate, Sampling, StageCond};
 
 /// How an inverted image starts its edit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -152,7 +152,9 @@ impl StepHooks for Pinned<'_> {
 
 impl Denoiser<'_> {
     /// DDIM-inverts the encoded image `x0` (NCHW `[1, C, h, w]`, already scaled as the UNet's samples) with
-    /// `prompt` over `steps` steps (see the module doc); returns x_0 … x_S.
+    /// `prompt` over `steps` steps (see the module doc), with the extra inputs `cond` of a conditioned stage;
+    /// returns x_0 … x_S.
+    #[allow(clippy::too_many_arguments)]
     pub fn invert(
         &self,
         gpu: &Gpu,
@@ -160,16 +162,14 @@ impl Denoiser<'_> {
         x0: &[f32],
         steps: usize,
         (h, w): (usize, usize),
+        cond: Option<&StageCond>,
         progress: &mut StageProgress,
     ) -> Result<Trajectory> {
         let c = self.unet.config.out_channels;
-        if self.unet.config.in_channels != c {
-            return Err(Error::model("inversion needs a UNet that maps its sample to itself"));
-        }
-        let g =
-            Generate { prompts: vec![prompt.to_string()], sampling: Sampling::new(steps, 1.0, x0.to_vec(), (h, w)) };
+        let sampling = Sampling::new(steps, 1.0, x0.to_vec(), (h, w));
+        let g = Generate { prompts: vec![prompt.to_string()], sampling };
         let mut sched = DdimInverse::new(self.scheduler, steps)?;
-        let rec = self.record_plain(gpu, &g, None)?;
+        let rec = self.record_plain(gpu, &g, cond)?;
         let sampler = Sampler::new(gpu, &sched, &rec, x0, 1, (h, w, c), 1.0)?;
         let traj = Trajectory::from_nchw(gpu, &[x0, &vec![0.0; steps * c * h * w]].concat(), steps, c, (h, w))?;
         let mut copies = Vec::with_capacity(steps);

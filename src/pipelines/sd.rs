@@ -93,7 +93,7 @@ impl StableDiffusion {
         let den = self.denoiser();
         let of = 2 * steps;
         let mut inv = StageProgress { inner: &mut *progress, stage: "invert", offset: 0, of };
-        let traj = den.invert(gpu, prompt, &x0, steps, (h, w), &mut inv)?;
+        let traj = den.invert(gpu, prompt, &x0, steps, (h, w), None, &mut inv)?;
         let mut r = r.clone();
         r.sampling.scheduler = Some(Kind::Ddim);
         r.sampling.latents = traj.latent_nchw(gpu, steps)?;

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuOptions};
-use crate::input_image::{Picture, fit, to_unit_nhwc};
+use crate::input_image::{Picture, Resize, fit, to_unit_nhwc};
 use crate::models::cascade::{Cascade, CascadeIndex, SR_SCALE, is_cascade};
 use crate::models::sd::{LoadOptions, StableDiffusion};
 use crate::models::unet::UNet;
@@ -226,11 +226,6 @@ impl Session {
     pub fn check(&self, r: &Request) -> Result<()> {
         self.plan(r)?;
         if let Some(pic) = &r.image {
-            if let Pipeline::Cascade(_) = self.pipeline {
-                return Err(Error::input(
-                    "--image needs a Stable Diffusion model for now; the pixel cascade cannot invert images yet",
-                ));
-            }
             self.fitted_picture(r, pic)?;
         }
         self.initial_noise(r, 0).map(|_| ())
@@ -331,7 +326,8 @@ impl Session {
             }
         }
         self.check(r)?;
-        let seed = r.seed.unwrap_or_else(random_seed);
+        // A real image has no seed of its own; the cascade's SR augmentation noise then comes from seed 0 + 1.
+        let seed = if r.image.is_some() { 0 } else { r.seed.unwrap_or_else(random_seed) };
         let (data, hw, mut used) = self.initial_noise(r, seed)?;
         let kind = r.scheduler_kind()?;
         let index = self.index();
@@ -409,12 +405,27 @@ impl Session {
                 let sr = SrRun { steps: 0, guidance: r.sr_guidance, scheduler: None, aug_noise, latents: sr_latents };
                 let sr_steps = r.sr_steps.or(m.index.sr_num_inference_steps).unwrap_or(steps);
                 let sr = SrRun { steps: sr_steps, ..sr };
-                let out = match &plan {
-                    None => m.generate(gpu, &generate(), &sr, progress)?,
-                    Some(plan) => m.edit(gpu, plan, &edit_run(), &sr, progress)?,
+                let mut inversions = Vec::new();
+                let out = match (&input, &plan) {
+                    (Some(pic), plan) => {
+                        let method = r.inversion_method()?.unwrap_or_default();
+                        let full = to_unit_nhwc(pic);
+                        let base_image = to_unit_nhwc(&fit(pic, hw, Resize::Stretch)?);
+                        let images = (full.as_slice(), base_image.as_slice());
+                        let run =
+                            m.edit_image(gpu, &r.prompt, plan.as_ref(), &edit_run(), &sr, images, method, progress);
+                        let (out, base_inv, sr_inv) = run?;
+                        inversions.push(("inversion_latents", vec![steps + 1, 3, hw.0, hw.1], base_inv.to_nchw(gpu)?));
+                        inversions.push(("sr_inversion_latents", vec![sr_steps + 1, 3, hh, ww], sr_inv.to_nchw(gpu)?));
+                        out
+                    }
+                    (None, None) => m.generate(gpu, &generate(), &sr, progress)?,
+                    (None, Some(plan)) => m.edit(gpu, plan, &edit_run(), &sr, progress)?,
                 };
                 let base_shape = vec![b, 3, hw.0, hw.1];
-                let raw = vec![("latents", base_shape.clone(), out.base), ("base_images", base_shape, out.base_images)];
+                let mut raw =
+                    vec![("latents", base_shape.clone(), out.base), ("base_images", base_shape, out.base_images)];
+                raw.extend(inversions);
                 (out.images, out.image_hw, raw, out.attention, out.blend_masks)
             }
         };
