@@ -76,6 +76,7 @@ impl StableDiffusion {
     /// over `r.sampling.steps` DDIM steps, then runs `plan` (None: the source alone, the reconstruction) with DDIM
     /// from the inversion by `method`. `r.sampling.latents` and its scheduler are replaced. Progress: the inversion
     /// is stage "invert", the edit "base". Returns the images and the inversion.
+    #[allow(clippy::too_many_arguments)]
     pub fn edit_image(
         &self,
         gpu: &Gpu,
