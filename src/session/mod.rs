@@ -2,6 +2,9 @@
 //! or the pixel cascade, told apart by `model_index.json`); [`Session::run`] takes a [`Request`], runs it with a
 //! [`Progress`] (which may cancel) and returns an [`Output`]. Nothing here prints or reads the environment.
 //!
+//! A request with an `image` edits that picture (`pipelines::inversion`): it is fitted, encoded, DDIM-inverted with
+//! the prompt and edited from its inversion; it has no seed (a cascade's SR augmentation noise comes from seed 1).
+//!
 //! Seeds: a request's `seed` N draws the initial noise from our documented generator (`noise::gaussian`) in NCHW
 //! order `[1, C, h, w]`; a cascade draws its SR augmentation noise from N + 1 and its SR initial noise from N + 2
 //! (wrapping), both `[1, 3, H, W]`. Noise given as data replaces those draws.
