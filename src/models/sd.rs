@@ -1,6 +1,6 @@
 //! A Stable Diffusion 1.x/2.x diffusers folder loaded onto the GPU (tokenizer, CLIP text encoder, UNet, VAE
-//! decoder, scheduler config; the VAE encoder on first use), its load options, and the NCHW ↔ NHWC conversions the pipelines use. Sampling and
-//! decoding are in `pipelines::sd`.
+//! decoder, scheduler config; the VAE encoder on first use), its load options, and the NCHW ↔ NHWC conversions the
+//! pipelines use. Sampling and decoding are in `pipelines::sd`.
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 

@@ -135,29 +135,15 @@ impl Cascade {
         let mut p = StageProgress { stage: "invert-sr", offset: s, ..p };
         let traj_sr = self.sr().invert(gpu, prompt, &y0, ss, (hh, ww), Some(&k), &mut p)?;
 
-        let mut r = r.clone();
-        r.sampling.scheduler = Some(schedulers::Kind::Ddim);
-        r.sampling.latents = traj.latent_nchw(gpu, s)?;
-        let negative = if method == Method::NegativePrompt { prompt.to_string() } else { r.sampling.negative.clone() };
-        r.sampling.negative = negative.clone();
-        let direct = method == Method::Direct;
         let mut p = StageProgress { stage: "base", offset: s + ss, ..p };
-        let (prompts, base, attention, masks) = match plan {
-            None => {
-                let g = Generate { prompts: vec![prompt.to_string()], sampling: r.sampling.clone() };
-                let x = self.base().generate_pinned(gpu, &g, None, direct.then_some(&traj), &mut p)?;
-                (g.prompts, x, None, None)
-            }
-            Some(plan) => {
-                let e = self.base().edit_pinned(gpu, plan, &r, direct.then_some(&traj), &mut p)?;
-                (plan.prompts.clone(), e.samples, e.attention, e.blend_masks)
-            }
-        };
+        let (prompts, e) = self.base().edit_inverted(gpu, prompt, plan, r, &traj, method, &mut p)?;
+        let negative = if method == Method::NegativePrompt { prompt.to_string() } else { r.sampling.negative.clone() };
+        let direct = method == Method::Direct;
         let sr =
             SrRun { scheduler: Some(schedulers::Kind::Ddim), latents: traj_sr.latent_nchw(gpu, ss)?, ..sr.clone() };
         let extras = SrExtras { negative, pin: direct.then_some(&traj_sr) };
         let mut p = StageProgress { stage: "sr", offset: 2 * s + ss, ..p };
-        let out = self.finish(gpu, &prompts, base, (h, w), &sr, extras, &mut p, attention, masks)?;
+        let out = self.finish(gpu, &prompts, e.samples, (h, w), &sr, extras, &mut p, e.attention, e.blend_masks)?;
         Ok((out, traj, traj_sr))
     }
 

@@ -5,21 +5,24 @@
 //!   timesteps in ascending order, every latent x_0 (the encoded image) … x_S kept on the GPU ([`Trajectory`]);
 //! - [`Pinned`]: direct inversion (Ju et al., ICLR 2024, "PnP Inversion"): after every scheduler step of the edit,
 //!   before local blending, row 0 (the source) is set to the stored latent of that step. The reference adds the
-//!   offset `x_inv − x_src` to the source row, which is the same value (checked in
-//!   weights-tools/inversion_reference.py); the targets are never offset.
-//!
-//! Negative-prompt inversion (Miyake et al.) needs no hook: the edit's unconditional prompt is the source prompt.
+//!   offset `x_inv − x_src` to the source row, which is the same value (our port in
+//!   weights-tools/ptp_reference.py adds the offset; tests/inversion_parity.rs holds the two to 1e-4); the targets
+//!   are never offset.
+//! - [`Denoiser::edit_inverted`]: a stage's edit (or reconstruction) from its inversion by one of the three
+//!   [`Method`]s; negative-prompt inversion (Miyake et al.) needs no hook, the edit's unconditional prompt is the
+//!   source prompt.
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu};
 use crate::models::sd::{nchw_to_nhwc, nhwc_to_nchw};
 use crate::ops::Recording;
 use crate::ops::copy::copy;
-use crate::schedulers::DdimInverse;
+use crate::p2p::EditPlan;
+use crate::schedulers::{DdimInverse, Kind, Scheduler};
 use crate::tensor::{DType, Tensor};
 
 use super::progress::StageProgress;
-use super::sampler::{Sampler, StepHooks};
-use super::stage::{Denoiser, Generate, Sampling, StageCond};
+use super::sampler::{Sampler, StageRecording, StepHooks};
+use super::stage::{Denoiser, EditRun, EditedSamples, Generate, Sampling, StageCond};
 
 /// How an inverted image starts its edit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -41,14 +44,6 @@ impl Method {
             "negative-prompt" => Ok(Method::NegativePrompt),
             "direct" => Ok(Method::Direct),
             other => Err(Error::input(format!("--inversion {other:?}: expected ddim, negative-prompt or direct"))),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::Ddim => "ddim",
-            Method::NegativePrompt => "negative-prompt",
-            Method::Direct => "direct",
         }
     }
 }
@@ -150,7 +145,58 @@ impl StepHooks for Pinned<'_> {
     }
 }
 
+/// Runs `sampler` with `hooks`, and with row 0 pinned to `pin` after every step when given (direct inversion).
+pub(super) fn run_pinned(
+    sampler: Sampler,
+    gpu: &Gpu,
+    rec: &StageRecording,
+    sched: &mut dyn Scheduler,
+    hooks: &mut dyn StepHooks,
+    pin: Option<&Trajectory>,
+    progress: &mut StageProgress,
+) -> Result<Vec<f32>> {
+    match pin {
+        None => sampler.run(gpu, rec, sched, hooks, progress),
+        Some(t) => {
+            let mut pinned = Pinned::new(gpu, t, &sampler.x, sched.timesteps().len(), hooks)?;
+            sampler.run(gpu, rec, sched, &mut pinned, progress)
+        }
+    }
+}
+
 impl Denoiser<'_> {
+    /// A real image's run on this stage from its inversion `traj`: `plan` (None: the source alone, the
+    /// reconstruction) sampled as `r` but with DDIM from x_S, and by `method`: negative-prompt sets every row's
+    /// unconditional prompt to `prompt` (the source), direct pins the source row to `traj`. Returns the prompts
+    /// and the samples.
+    #[allow(clippy::too_many_arguments)]
+    pub fn edit_inverted(
+        &self,
+        gpu: &Gpu,
+        prompt: &str,
+        plan: Option<&EditPlan>,
+        r: &EditRun,
+        traj: &Trajectory,
+        method: Method,
+        progress: &mut StageProgress,
+    ) -> Result<(Vec<String>, EditedSamples)> {
+        let mut r = r.clone();
+        r.sampling.scheduler = Some(Kind::Ddim);
+        r.sampling.latents = traj.latent_nchw(gpu, traj.steps)?;
+        if method == Method::NegativePrompt {
+            r.sampling.negative = prompt.to_string();
+        }
+        let pin = (method == Method::Direct).then_some(traj);
+        match plan {
+            None => {
+                let g = Generate { prompts: vec![prompt.to_string()], sampling: r.sampling };
+                let samples = self.generate_pinned(gpu, &g, None, pin, progress)?;
+                Ok((g.prompts, EditedSamples { samples, attention: None, blend_masks: None }))
+            }
+            Some(plan) => Ok((plan.prompts.clone(), self.edit_pinned(gpu, plan, &r, pin, progress)?)),
+        }
+    }
+
     /// DDIM-inverts the encoded image `x0` (NCHW `[1, C, h, w]`, already scaled as the UNet's samples) with
     /// `prompt` over `steps` steps (see the module doc), with the extra inputs `cond` of a conditioned stage;
     /// returns x_0 … x_S.
@@ -171,7 +217,14 @@ impl Denoiser<'_> {
         let mut sched = DdimInverse::new(self.scheduler, steps)?;
         let rec = self.record_plain(gpu, &g, cond)?;
         let sampler = Sampler::new(gpu, &sched, &rec, x0, 1, (h, w, c), 1.0)?;
-        let traj = Trajectory::from_nchw(gpu, &[x0, &vec![0.0; steps * c * h * w]].concat(), steps, c, (h, w))?;
+        // x_0 now; slot i + 1 is written by evaluation i.
+        let traj = Trajectory {
+            latents: Tensor::empty(gpu, &[steps + 1, h, w, c], DType::F32)?,
+            steps,
+            hw: (h, w),
+            channels: c,
+        };
+        traj.latents.rows(gpu, 0, 1)?.write_f32(gpu, &nchw_to_nhwc(x0, 1, c, h, w))?;
         let mut copies = Vec::with_capacity(steps);
         for i in 0..steps {
             let mut r = Recording::new();

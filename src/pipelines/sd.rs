@@ -8,7 +8,6 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::models::sd::{StableDiffusion, nhwc_to_nchw};
 use crate::p2p::EditPlan;
-use crate::schedulers::Kind;
 use crate::tensor::{DType, Tensor};
 
 use super::inversion::{Method, Trajectory};
@@ -95,25 +94,9 @@ impl StableDiffusion {
         let of = 2 * steps;
         let mut inv = StageProgress { inner: &mut *progress, stage: "invert", offset: 0, of };
         let traj = den.invert(gpu, prompt, &x0, steps, (h, w), None, &mut inv)?;
-        let mut r = r.clone();
-        r.sampling.scheduler = Some(Kind::Ddim);
-        r.sampling.latents = traj.latent_nchw(gpu, steps)?;
-        if method == Method::NegativePrompt {
-            r.sampling.negative = prompt.to_string();
-        }
-        let pin = (method == Method::Direct).then_some(&traj);
         let mut edit = StageProgress { inner: progress, stage: "base", offset: steps, of };
-        let out = match plan {
-            None => {
-                let g = Generate { prompts: vec![prompt.to_string()], sampling: r.sampling.clone() };
-                let x = den.generate_pinned(gpu, &g, None, pin, &mut edit)?;
-                self.finish(gpu, x, 1, (h, w), None, None)?
-            }
-            Some(plan) => {
-                let e = den.edit_pinned(gpu, plan, &r, pin, &mut edit)?;
-                self.finish(gpu, e.samples, plan.prompts.len(), (h, w), e.attention, e.blend_masks)?
-            }
-        };
+        let (prompts, e) = den.edit_inverted(gpu, prompt, plan, r, &traj, method, &mut edit)?;
+        let out = self.finish(gpu, e.samples, prompts.len(), (h, w), e.attention, e.blend_masks)?;
         Ok((out, traj))
     }
 

@@ -22,7 +22,7 @@ use crate::schedulers::{self, Scheduler, SchedulerConfig};
 use crate::tensor::{DType, Tensor};
 use crate::text::Tokenizer;
 
-use super::inversion::{Pinned, Trajectory};
+use super::inversion::{Trajectory, run_pinned};
 use super::progress::StageProgress;
 use super::sampler::{Plain, Sampler, StageRecording, StepHooks};
 
@@ -228,15 +228,7 @@ impl Denoiser<'_> {
         let rec = self.record_plain(gpu, g, cond)?;
         let b = g.prompts.len();
         let sampler = Sampler::new(gpu, sched.as_ref(), &rec, &g.sampling.latents, b, (h, w, c), g.sampling.guidance)?;
-        match pin {
-            None => sampler.run(gpu, &rec, sched.as_mut(), &mut Plain, progress),
-            Some(t) => {
-                let total = sched.timesteps().len();
-                let mut plain = Plain;
-                let mut hooks = Pinned::new(gpu, t, &sampler.x, total, &mut plain)?;
-                sampler.run(gpu, &rec, sched.as_mut(), &mut hooks, progress)
-            }
-        }
+        run_pinned(sampler, gpu, &rec, sched.as_mut(), &mut Plain, pin, progress)
     }
 
     /// The side of the stored maps for local blending and for pictures (`r.blend_res`, `r.attention_res`, else
@@ -359,13 +351,7 @@ impl Denoiser<'_> {
         let sampler = Sampler::new(gpu, sched.as_ref(), &rec, &r.sampling.latents, b, (h, w, c), r.sampling.guidance)?;
         hooks.blend_on(gpu, &sampler.x)?;
         let total = sched.timesteps().len();
-        let samples = match pin {
-            None => sampler.run(gpu, &rec, sched.as_mut(), &mut hooks, progress)?,
-            Some(t) => {
-                let mut pinned = Pinned::new(gpu, t, &sampler.x, total, &mut hooks)?;
-                sampler.run(gpu, &rec, sched.as_mut(), &mut pinned, progress)?
-            }
-        };
+        let samples = run_pinned(sampler, gpu, &rec, sched.as_mut(), &mut hooks, pin, progress)?;
         drop(rec);
         let (attention, blend_masks) = hooks.read_back(gpu, attention_res, total)?;
         Ok(EditedSamples { samples, attention, blend_masks })

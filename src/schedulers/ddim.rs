@@ -40,6 +40,19 @@ impl Ddim {
     }
 }
 
+impl Ddim {
+    /// ᾱ of the level one step below timestep `t`: ᾱ[t − Δ], or the final alpha (`set_alpha_to_one`) below 0.
+    fn alpha_before(&self, t: usize) -> f64 {
+        if t >= self.ratio { self.acp[t - self.ratio] } else { self.final_acp }
+    }
+
+    /// The inverse of the step at timestep `t` (`DdimInverse`): from the level below `t` up to `t`, with the model
+    /// output at the level below; x0 is never clipped.
+    pub(super) fn inverse_ops(&self, t: usize) -> Vec<LinOp> {
+        ddim_ops(self.alpha_before(t), self.acp[t], self.prediction, None)
+    }
+}
+
 impl Scheduler for Ddim {
     fn timesteps(&self) -> &[usize] {
         &self.timesteps
@@ -51,8 +64,7 @@ impl Scheduler for Ddim {
 
     fn program(&mut self, index: usize) -> Result<Vec<LinOp>> {
         let t = *self.timesteps.get(index).ok_or_else(|| no_step("DDIM", index, self.timesteps.len()))?;
-        let a_prev = if t >= self.ratio { self.acp[t - self.ratio] } else { self.final_acp };
-        Ok(ddim_ops(self.acp[t], a_prev, self.prediction, self.clip))
+        Ok(ddim_ops(self.acp[t], self.alpha_before(t), self.prediction, self.clip))
     }
 
     fn step(&mut self, index: usize, out: &[f32], x: &[f32]) -> Result<Vec<f32>> {
@@ -64,7 +76,7 @@ impl Scheduler for Ddim {
 /// One DDIM move of the sample from noise level ᾱ_from to ᾱ_to, given the model output at ᾱ_from: x0 and ε from
 /// (x, output) by `prediction`, x0 clamped to ±`clip` when set, then x' = √ᾱ_to·x0 + √(1−ᾱ_to)·ε. The forward step
 /// goes down in noise (`Ddim`), the inverse one up (`DdimInverse`).
-pub(super) fn ddim_ops(a_from: f64, a_to: f64, prediction: Prediction, clip: Option<f64>) -> Vec<LinOp> {
+fn ddim_ops(a_from: f64, a_to: f64, prediction: Prediction, clip: Option<f64>) -> Vec<LinOp> {
     let (sa, sb) = (a_from.sqrt(), (1.0 - a_from).sqrt());
     let (sa_to, sb_to) = (a_to.sqrt(), (1.0 - a_to).sqrt());
     // x0 and ε as (coefficient of x, coefficient of the output).

@@ -9,34 +9,21 @@
 //! (neither the notebook nor `DDIMInverseScheduler` as used for inversion clips).
 use crate::error::Result;
 
-use super::ddim::ddim_ops;
-use super::{LinOp, Prediction, Scheduler, SchedulerConfig, Spacing, host_step, no_step};
+use super::{Ddim, LinOp, Scheduler, SchedulerConfig, host_step, no_step};
 
+/// The inverse of a [`Ddim`] schedule: its timesteps ascending, each step `Ddim::inverse_ops`.
 pub struct DdimInverse {
+    forward: Ddim,
     timesteps: Vec<usize>,
-    acp: Vec<f64>,
-    final_acp: f64,
-    ratio: usize,
-    prediction: Prediction,
     hist: Vec<Vec<f64>>,
 }
 
 impl DdimInverse {
-    /// The inverse of [`super::Ddim::new`]`(cfg, steps)`: the same timesteps, ascending.
+    /// The inverse of [`Ddim::new`]`(cfg, steps)`: the same timesteps, ascending.
     pub fn new(cfg: &SchedulerConfig, steps: usize) -> Result<DdimInverse> {
-        let forward = super::Ddim::new(cfg, steps)?;
-        let mut timesteps = forward.timesteps().to_vec();
-        timesteps.reverse();
-        cfg.require_leading("DDIMInverseScheduler", Spacing::Leading)?;
-        let acp = cfg.alphas_cumprod();
-        Ok(DdimInverse {
-            timesteps,
-            final_acp: cfg.final_alpha_cumprod(&acp, true),
-            acp,
-            ratio: cfg.num_train_timesteps / steps,
-            prediction: cfg.prediction_type,
-            hist: Vec::new(),
-        })
+        let forward = Ddim::new(cfg, steps)?;
+        let timesteps = forward.timesteps().iter().rev().copied().collect();
+        Ok(DdimInverse { forward, timesteps, hist: Vec::new() })
     }
 }
 
@@ -51,8 +38,7 @@ impl Scheduler for DdimInverse {
 
     fn program(&mut self, index: usize) -> Result<Vec<LinOp>> {
         let t = *self.timesteps.get(index).ok_or_else(|| no_step("DDIM inverse", index, self.timesteps.len()))?;
-        let a_from = if t >= self.ratio { self.acp[t - self.ratio] } else { self.final_acp };
-        Ok(ddim_ops(a_from, self.acp[t], self.prediction, None))
+        Ok(self.forward.inverse_ops(t))
     }
 
     fn step(&mut self, index: usize, out: &[f32], x: &[f32]) -> Result<Vec<f32>> {

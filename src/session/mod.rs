@@ -328,7 +328,6 @@ impl Session {
                 warnings.push(format!("prompt longer than {} tokens; cut: {cut:?}", tok.max_len()));
             }
         }
-        self.check(r)?;
         // A real image has no seed of its own; the cascade's SR augmentation noise then comes from seed 0 + 1.
         let seed = if r.image.is_some() { 0 } else { r.seed.unwrap_or_else(random_seed) };
         let (data, hw, mut used) = self.initial_noise(r, seed)?;
@@ -359,8 +358,8 @@ impl Session {
             None => None,
         };
         if input.is_some() {
+            // No initial noise was drawn: the inversion starts the run.
             noise.clear();
-            used = None;
         }
         let (images, image_hw, raw, attention, masks) = match &self.pipeline {
             Pipeline::Sd(sd) => {

@@ -1,7 +1,7 @@
 //! What a run returns ([`Output`]) and the files it makes: `source.png`, `edit.png` (or `edit-1.png`, …),
-//! `input.png` (a real image as the model saw it), `grid.png` ([input |] source | edits with the prompts above), `attention-K.png` per prompt, `blend-masks.png` and
-//! `raw.safetensors`. The files are built in memory ([`Output::files`]) and written atomically by
-//! [`Output::write`], each only after all of them were made.
+//! `input.png` (a real image as the model saw it), `grid.png` ([input |] source | edits with the prompts above),
+//! `attention-K.png` per prompt, `blend-masks.png` and `raw.safetensors`. The files are built in memory
+//! ([`Output::files`]) and written atomically by [`Output::write`], each only after all of them were made.
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
