@@ -33,6 +33,9 @@ enum Command {
     Info(InfoArgs),
     /// Tokenize TEXT and show each position: index, id, vocabulary token, decoded text and the word it belongs to.
     Tokens(TokensArgs),
+    /// DDIM-invert a picture once (--image, --prompt describing it) into an inversion file (--out); edit from it
+    /// with the main command's --inverted FILE, as often as wanted.
+    Invert(p2p_wgpu::app::invert::InvertArgs),
     /// Convert a single-file SD 1.x checkpoint (original CompVis key names, .safetensors) into a diffusers folder.
     Convert(ConvertArgs),
 }
@@ -89,6 +92,7 @@ fn run(cli: Cli) -> p2p_wgpu::Result<()> {
     };
     match command {
         Command::Info(args) => p2p_wgpu::app::info::run(&args, gpu),
+        Command::Invert(args) => p2p_wgpu::app::invert::run(&args, gpu),
         Command::Convert(args) => {
             use p2p_wgpu::convert::{ConfigSource, ConvertOptions, Preset, convert};
             let configs = match (args.config_from, args.preset) {

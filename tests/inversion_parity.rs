@@ -93,7 +93,7 @@ fn inversion_cases_match_the_reference() {
                 // The edit from it.
                 let r = EditRun::new(Sampling::new(steps, s["guidance"].as_f64().unwrap(), Vec::new(), (8, 8)));
                 let m = Method::parse(method).unwrap();
-                let (out, traj) = sd.edit_image(gpu, prompt, Some(&plan), &r, &image, m, &mut Silent).unwrap();
+                let (out, traj) = sd.edit_image(gpu, prompt, Some(&plan), &r, &image, None, m, &mut Silent).unwrap();
                 // The inversion, every step.
                 let got = traj.to_nchw(gpu).unwrap();
                 let want = get("inversion_latents");

@@ -11,7 +11,7 @@ use crate::models::cascade::is_cascade;
 use crate::models::vae::{DecodeOptions, Tiling};
 use crate::output::{OutputFiles, WriteSet, remove_stale};
 use crate::pipelines::Step;
-use crate::session::{Files, InitialNoise, Output, Precision, Request, Session, SessionOptions};
+use crate::session::{Files, InitialNoise, Inversion, Output, Precision, Request, Session, SessionOptions};
 use crate::weights::SafetensorsFile;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -156,6 +156,10 @@ pub struct GenerateArgs {
     /// alone).
     #[arg(long, value_parser = ["direct", "negative-prompt", "ddim"], help_heading = "Real images")]
     pub inversion: Option<String>,
+    /// Edit from an inversion file made by `p2p-wgpu invert` (no new inversion): its prompt is the source prompt
+    /// (--prompt may be left out) and its steps the run's; a file made with another model is refused.
+    #[arg(long, value_name = "FILE", help_heading = "Real images", conflicts_with_all = ["image", "seed", "latents", "save_latents", "resize", "height", "width"])]
+    pub inverted: Option<PathBuf>,
 }
 
 /// The largest picture file read (bytes); the decoder also bounds the pixels (`input_image::MAX_PIXELS`).
@@ -178,9 +182,10 @@ pub fn read_image(path: &Path) -> Result<crate::input_image::Picture> {
 impl GenerateArgs {
     /// A combination of flags that clap cannot express and that is a usage error (exit status 2).
     pub fn usage_error(&self) -> Option<String> {
-        match (&self.image, self.scheduler.as_deref()) {
-            (Some(_), Some(s)) if s != "ddim" => Some(format!(
-                "--scheduler {s} cannot be used with --image: a real image is edited with DDIM, the inverse of its \
+        let real = if self.image.is_some() { "--image" } else { "--inverted" };
+        match (self.image.is_some() || self.inverted.is_some(), self.scheduler.as_deref()) {
+            (true, Some(s)) if s != "ddim" => Some(format!(
+                "--scheduler {s} cannot be used with {real}: a real image is edited with DDIM, the inverse of its \
                  DDIM inversion (leave --scheduler out or give ddim)"
             )),
             _ => None,
@@ -327,9 +332,24 @@ pub fn model_dir(given: Option<&Path>) -> Result<PathBuf> {
     }
 }
 
+/// The progress bar of a run's UNet evaluations (stderr).
+pub fn step_bar() -> Result<indicatif::ProgressBar> {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {per_sec}  eta {eta}")
+            .map_err(|e| Error::msg(format!("progress bar: {e}")))?,
+    );
+    Ok(bar)
+}
+
 /// Runs the main command: flags → `Request`, `Session::open`, `Session::run` with a progress bar, then the files.
 pub fn run(a: &GenerateArgs, gpu: GpuOptions) -> Result<()> {
-    let prompt = a.prompt.clone().ok_or_else(|| Error::input("--prompt is required"))?;
+    let inverted = a.inverted.as_deref().map(Inversion::read).transpose()?;
+    let prompt = match (&a.prompt, &inverted) {
+        (Some(p), _) => p.clone(),
+        (None, Some(inv)) => inv.prompt.clone(),
+        (None, None) => return Err(Error::input("--prompt is required")),
+    };
     let model = model_dir(a.model.as_deref())?;
     crate::weights::folder::DiffusersFolder::open(&model)?;
     let cascade = is_cascade(&model)?;
@@ -338,13 +358,15 @@ pub fn run(a: &GenerateArgs, gpu: GpuOptions) -> Result<()> {
     if let Some(p) = &a.image {
         req.image = Some(read_image(p)?);
     }
+    req.inverted = inverted;
     req.validate()?;
     // The edit needs only the tokenizer: check every word before the GPU starts.
     let prompts = if req.is_edit() {
         let tok = crate::text::Tokenizer::from_model_dir(&model)?;
+        let given = req.steps.or(req.inverted.as_ref().map(|i| i.steps));
         let steps = match cascade {
-            true => req.steps.or(crate::models::cascade::CascadeIndex::read(&model)?.num_inference_steps),
-            false => req.steps,
+            true => given.or(crate::models::cascade::CascadeIndex::read(&model)?.num_inference_steps),
+            false => given,
         };
         crate::p2p::EditPlan::new(&req.edit_spec()?, &tok, steps.unwrap_or(50))?.prompts
     } else {
@@ -352,16 +374,16 @@ pub fn run(a: &GenerateArgs, gpu: GpuOptions) -> Result<()> {
     };
     // Every path the run will write is checked now, before the model loads; the folder is made once the run is
     // known to be valid (crate::output::files has the policy).
-    let names = Output::file_names(prompts.len(), req.image.is_some(), req.attention, req.blend.is_some(), a.save_raw);
+    let names = Output::file_names(prompts.len(), req.is_real_image(), req.attention, req.blend.is_some(), a.save_raw);
     let extra: Vec<(&str, &Path)> = a.save_latents.iter().map(|p| ("--save-latents", p.as_path())).collect();
     let targets = OutputFiles::new(&a.out, &names, &extra);
-    let inputs: Vec<&Path> = a.latents.iter().chain(&a.image).map(PathBuf::as_path).collect();
+    let inputs: Vec<&Path> = a.latents.iter().chain(&a.image).chain(&a.inverted).map(PathBuf::as_path).collect();
     targets.check(&[model.as_path()], &inputs)?;
     let session = Session::open(&a.session_options(model, gpu)?)?;
     session.check(&req)?;
     targets.create_folder()?;
     // A random seed is printed once the model has loaded and before the run, so that a run that fails can be repeated.
-    if req.seed.is_none() && req.image.is_none() && (req.latents.is_none() || cascade) {
+    if req.seed.is_none() && !req.is_real_image() && (req.latents.is_none() || cascade) {
         let s = crate::session::random_seed();
         req.seed = Some(s);
         if req.latents.as_ref().is_none_or(|n| n.sr_aug_noise.is_none() || n.sr_latents.is_none()) {
@@ -369,11 +391,7 @@ pub fn run(a: &GenerateArgs, gpu: GpuOptions) -> Result<()> {
         }
     }
 
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {per_sec}  eta {eta}")
-            .map_err(|e| Error::msg(format!("progress bar: {e}")))?,
-    );
+    let bar = step_bar()?;
     let mut progress = |s: &Step| {
         bar.set_length(s.of as u64);
         bar.set_position(s.done as u64);

@@ -3,3 +3,4 @@
 pub mod console;
 pub mod generate;
 pub mod info;
+pub mod invert;

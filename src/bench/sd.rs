@@ -6,7 +6,8 @@
 //! call (803 GFLOP per image at 64×64 latents, scaled by the latent area for other models) only when the model is
 //! SD 1.5-shaped. Weights: an SD 1.5-shaped random folder made by `weights-tools/make_sd15_random.py` (or by
 //! `cargo bench --bench sd -- --fill-random`, see benches/gpu.sh), or any diffusers folder; quick mode uses the
-//! tiny fixture.
+//! tiny fixture. With the end-to-end rows come a real image's inversion and an edit from it (the same step count),
+//! as ratios to the plain generation.
 use std::path::Path;
 use std::time::Instant;
 
@@ -84,6 +85,45 @@ pub fn edit_vs_plain(gpu: &Gpu, sd: &StableDiffusion, steps: usize) -> Result<(f
         return Err(crate::Error::msg(format!("the edit decoded to {bad} values")));
     }
     Ok((t_plain, t_edit, mem))
+}
+
+/// Wall-clock seconds of a real image's inversion (VAE encode + `steps` DDIM inverse steps at batch 1 without
+/// guidance) and of a word-swap edit from that inversion (direct method, `steps` DDIM steps at CFG batch 4, decode
+/// included), in the same run; the picture is a smooth synthetic gradient at the model's native size.
+pub fn invert_and_edit(gpu: &Gpu, sd: &StableDiffusion, steps: usize) -> Result<(f64, f64)> {
+    let s = sd.unet.config.sample_size;
+    let up = sd.vae.config.upscale();
+    let px = s * up;
+    let image: Vec<f32> = (0..px * px * 3)
+        .map(|i| {
+            let (y, x, c) = (i / (px * 3), (i / 3) % px, i % 3);
+            ((x + y * (c + 1)) as f32 / (2 * px) as f32).fract() * 2.0 - 1.0
+        })
+        .collect();
+    let source = "a red bicycle on a hill";
+    let mut spec = EditSpec::new(source);
+    spec.swaps = vec![("bicycle".into(), "car".into())];
+    let method = crate::pipelines::Method::Direct;
+    let edit = |steps: usize, given: Option<crate::pipelines::Trajectory>| -> Result<(f64, f64)> {
+        let run = EditRun::new(Sampling::new(steps, 7.5, Vec::new(), (s, s)));
+        let plan = EditPlan::new(&spec, &sd.tokenizer, steps)?;
+        let t = Instant::now();
+        let traj = match given {
+            Some(t) => t,
+            None => sd.invert_image(gpu, source, &image, steps, (s, s), &mut Silent, (0, steps))?,
+        };
+        gpu.sync()?;
+        let t_inv = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let (out, _) = sd.edit_image(gpu, source, Some(&plan), &run, &image, Some(traj), method, &mut Silent)?;
+        if let Some(bad) = out.images.iter().find(|v| !v.is_finite()) {
+            return Err(crate::Error::msg(format!("the edit from an inversion decoded to {bad} values")));
+        }
+        Ok((t_inv, t.elapsed().as_secs_f64()))
+    };
+    // Warm-up: one step of each, so that pipeline compilation is in neither timing.
+    edit(1, None)?;
+    edit(steps, None)
 }
 
 /// Host-side cost of one UNet step at CFG batch `b`: (seconds to record the call once, CPU seconds to encode and
@@ -248,6 +288,18 @@ pub fn run_parts(
             memory.push(("edit: peak reserved (wgpu allocator report)".into(), mem.reserved));
         }
         memory.push(("edit: shared buffer pool (weights + temporaries)".into(), mem.pool));
+        let (invert, from) = invert_and_edit(gpu, &sd, steps)?;
+        let shape = format!("1 picture, {steps} steps, {s}x{s} latents");
+        rows.push(row(
+            format!("real image: encode + DDIM inversion ({:.2}x plain)", invert / plain),
+            shape,
+            dtype,
+            invert,
+            None,
+        ));
+        let shape = format!("2 prompts, {steps} steps, {s}x{s} latents");
+        let what = format!("real image: swap edit from its inversion + decode ({:.2}x plain)", from / plain);
+        rows.push(row(what, shape, dtype, from, None));
     }
 
     let info = &gpu.info;

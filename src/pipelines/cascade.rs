@@ -46,6 +46,15 @@ pub struct CascadeOutput {
     pub blend_masks: Option<Vec<Vec<f32>>>,
 }
 
+/// `full` must be `[4h, 4w]` and `base_image` `[h, w]` RGB pictures.
+fn check_pictures((full, base_image): (&[f32], &[f32]), (h, w): (usize, usize)) -> Result<()> {
+    let (hh, ww) = (h * SR_SCALE, w * SR_SCALE);
+    if full.len() != hh * ww * RGB || base_image.len() != h * w * RGB {
+        return Err(Error::shape("cascade image", format!("pictures of {hh}x{ww} and {h}x{w} expected")));
+    }
+    Ok(())
+}
+
 impl Cascade {
     /// The base stage (which edits apply to).
     pub fn base(&self) -> Denoiser<'_> {
@@ -100,12 +109,41 @@ impl Cascade {
         self.finish(gpu, &plan.prompts, e.samples, r.sampling.latent_hw, sr, none, &mut p, e.attention, e.blend_masks)
     }
 
+    /// Inverts a picture on both stages: the base stage from `base_image` over `steps`, the SR stage from `full`
+    /// over `sr.steps`, conditioned on `base_image` (augmented with `sr.aug_noise`); see [`Self::edit_image`].
+    /// `progress` sees stages "invert" and "invert-sr" as evaluations `0 .. steps + sr.steps` of `of`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn invert_image(
+        &self,
+        gpu: &Gpu,
+        prompt: &str,
+        (full, base_image): (&[f32], &[f32]),
+        steps: usize,
+        (h, w): (usize, usize),
+        sr: &SrRun,
+        progress: &mut dyn Progress,
+        of: usize,
+    ) -> Result<(Trajectory, Trajectory)> {
+        let (hh, ww) = (h * SR_SCALE, w * SR_SCALE);
+        check_pictures((full, base_image), (h, w))?;
+        let mut p = StageProgress { inner: progress, stage: "invert", offset: 0, of };
+        let x0 = nhwc_to_nchw(base_image, 1, RGB, h, w);
+        let traj = self.base().invert(gpu, prompt, &x0, steps, (h, w), None, &mut p)?;
+        let cond = self.sr_cond(base_image, 1, (h, w), sr)?;
+        let k = StageCond { image: &cond, channels: RGB, class_label: Some(self.index.sr_noise_level as f32) };
+        let y0 = nhwc_to_nchw(full, 1, RGB, hh, ww);
+        let mut p = StageProgress { stage: "invert-sr", offset: steps, ..p };
+        let traj_sr = self.sr().invert(gpu, prompt, &y0, sr.steps, (hh, ww), Some(&k), &mut p)?;
+        Ok((traj, traj_sr))
+    }
+
     /// Real-image editing on the cascade: `full` is the picture at the final size, `base_image` the same at the
     /// base size (both NHWC `[1, ·, ·, 3]` in [-1, 1]). The base stage is DDIM-inverted from `base_image` and edited
     /// from its inversion by `method` (as Stable Diffusion's latents); the SR stage is inverted too, from `full`
     /// conditioned on `base_image` (augmented with `sr.aug_noise`), and every row is super-resolved with DDIM from
     /// that inversion, on its own edited base, by the same method, so that with `direct` the source row reproduces
-    /// the input at full size. `plan` None: the source alone (the reconstruction). Progress stages: "invert",
+    /// the input at full size. `inverted`: the two inversions made before (same prompt, step counts and pictures);
+    /// else they are made here. `plan` None: the source alone (the reconstruction). Progress stages: "invert",
     /// "invert-sr", "base", "sr". Returns the output and the two inversions (base, SR).
     #[allow(clippy::too_many_arguments)]
     pub fn edit_image(
@@ -115,34 +153,32 @@ impl Cascade {
         plan: Option<&EditPlan>,
         r: &EditRun,
         sr: &SrRun,
-        (full, base_image): (&[f32], &[f32]),
+        images: (&[f32], &[f32]),
+        inverted: Option<(Trajectory, Trajectory)>,
         method: Method,
         progress: &mut dyn Progress,
     ) -> Result<(CascadeOutput, Trajectory, Trajectory)> {
         let (h, w) = r.sampling.latent_hw;
-        let (hh, ww) = (h * SR_SCALE, w * SR_SCALE);
-        if full.len() != hh * ww * RGB || base_image.len() != h * w * RGB {
-            return Err(Error::shape("cascade image", format!("pictures of {hh}x{ww} and {h}x{w} expected")));
-        }
+        check_pictures(images, (h, w))?;
         let (s, ss) = (r.sampling.steps, sr.steps);
-        let of = 2 * (s + ss);
-        let mut p = StageProgress { inner: progress, stage: "invert", offset: 0, of };
-        let x0 = nhwc_to_nchw(base_image, 1, RGB, h, w);
-        let traj = self.base().invert(gpu, prompt, &x0, s, (h, w), None, &mut p)?;
-        let cond = self.sr_cond(base_image, 1, (h, w), sr)?;
-        let k = StageCond { image: &cond, channels: RGB, class_label: Some(self.index.sr_noise_level as f32) };
-        let y0 = nhwc_to_nchw(full, 1, RGB, hh, ww);
-        let mut p = StageProgress { stage: "invert-sr", offset: s, ..p };
-        let traj_sr = self.sr().invert(gpu, prompt, &y0, ss, (hh, ww), Some(&k), &mut p)?;
-
-        let mut p = StageProgress { stage: "base", offset: s + ss, ..p };
+        let ((traj, traj_sr), offset) = match inverted {
+            Some(t) => (t, 0),
+            None => (self.invert_image(gpu, prompt, images, s, (h, w), sr, &mut *progress, 2 * (s + ss))?, s + ss),
+        };
+        if traj.steps != s || traj_sr.steps != ss {
+            return Err(Error::input(format!(
+                "the inversions have {} and {} steps, the run {s} and {ss}; they must match",
+                traj.steps, traj_sr.steps
+            )));
+        }
+        let mut p = StageProgress { inner: progress, stage: "base", offset, of: offset + s + ss };
         let (prompts, e) = self.base().edit_inverted(gpu, prompt, plan, r, &traj, method, &mut p)?;
         let negative = if method == Method::NegativePrompt { prompt.to_string() } else { r.sampling.negative.clone() };
         let direct = method == Method::Direct;
         let sr =
             SrRun { scheduler: Some(schedulers::Kind::Ddim), latents: traj_sr.latent_nchw(gpu, ss)?, ..sr.clone() };
         let extras = SrExtras { negative, pin: direct.then_some(&traj_sr) };
-        let mut p = StageProgress { stage: "sr", offset: 2 * s + ss, ..p };
+        let mut p = StageProgress { stage: "sr", offset: offset + s, ..p };
         let out = self.finish(gpu, &prompts, e.samples, (h, w), &sr, extras, &mut p, e.attention, e.blend_masks)?;
         Ok((out, traj, traj_sr))
     }

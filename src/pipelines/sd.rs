@@ -71,10 +71,30 @@ impl StableDiffusion {
         Ok(nhwc_to_nchw(&z, 1, enc.config.latent_channels, hh / up, ww / up))
     }
 
-    /// Real-image editing: encodes `image` (NHWC `[1, H, W, 3]` in [-1, 1]), inverts it with `prompt` (the source)
-    /// over `r.sampling.steps` DDIM steps, then runs `plan` (None: the source alone, the reconstruction) with DDIM
-    /// from the inversion by `method`. `r.sampling.latents` and its scheduler are replaced. Progress: the inversion
-    /// is stage "invert", the edit "base". Returns the images and the inversion.
+    /// DDIM-inverts `image` (NHWC `[1, H, W, 3]` in [-1, 1], encoded first) with `prompt` over `steps` steps at
+    /// latent size `hw`. `progress` sees stage "invert" as evaluations `offset .. offset + steps` of `of`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn invert_image(
+        &self,
+        gpu: &Gpu,
+        prompt: &str,
+        image: &[f32],
+        steps: usize,
+        (h, w): (usize, usize),
+        progress: &mut dyn Progress,
+        (offset, of): (usize, usize),
+    ) -> Result<Trajectory> {
+        let up = self.vae.config.upscale();
+        let x0 = self.encode(gpu, image, (h * up, w * up))?;
+        let mut inv = StageProgress { inner: progress, stage: "invert", offset, of };
+        self.denoiser().invert(gpu, prompt, &x0, steps, (h, w), None, &mut inv)
+    }
+
+    /// Real-image editing: inverts `image` (as [`Self::invert_image`]) with `prompt` (the source) over
+    /// `r.sampling.steps` DDIM steps, unless its inversion is given (`inverted`, made with the same prompt and step
+    /// count), then runs `plan` (None: the source alone, the reconstruction) with DDIM from the inversion by
+    /// `method`. `r.sampling.latents` and its scheduler are replaced. Progress: the inversion is stage "invert",
+    /// the edit "base". Returns the images and the inversion.
     #[allow(clippy::too_many_arguments)]
     pub fn edit_image(
         &self,
@@ -83,19 +103,26 @@ impl StableDiffusion {
         plan: Option<&EditPlan>,
         r: &EditRun,
         image: &[f32],
+        inverted: Option<Trajectory>,
         method: Method,
         progress: &mut dyn Progress,
     ) -> Result<(Generated, Trajectory)> {
-        let up = self.vae.config.upscale();
         let (h, w) = r.sampling.latent_hw;
-        let x0 = self.encode(gpu, image, (h * up, w * up))?;
         let steps = r.sampling.steps;
-        let den = self.denoiser();
-        let of = 2 * steps;
-        let mut inv = StageProgress { inner: &mut *progress, stage: "invert", offset: 0, of };
-        let traj = den.invert(gpu, prompt, &x0, steps, (h, w), None, &mut inv)?;
-        let mut edit = StageProgress { inner: progress, stage: "base", offset: steps, of };
-        let (prompts, e) = den.edit_inverted(gpu, prompt, plan, r, &traj, method, &mut edit)?;
+        let (traj, offset) = match inverted {
+            Some(t) => (t, 0),
+            None => (self.invert_image(gpu, prompt, image, steps, (h, w), &mut *progress, (0, 2 * steps))?, steps),
+        };
+        if traj.steps != steps || traj.hw != (h, w) {
+            return Err(Error::input(format!(
+                "the inversion has {} steps at {:?}, the run {steps} at {:?}; they must match",
+                traj.steps,
+                traj.hw,
+                (h, w)
+            )));
+        }
+        let mut edit = StageProgress { inner: progress, stage: "base", offset, of: offset + steps };
+        let (prompts, e) = self.denoiser().edit_inverted(gpu, prompt, plan, r, &traj, method, &mut edit)?;
         let out = self.finish(gpu, e.samples, prompts.len(), (h, w), e.attention, e.blend_masks)?;
         Ok((out, traj))
     }

@@ -4,10 +4,13 @@
 //!
 //! A request with an `image` edits that picture (`pipelines::inversion`): it is fitted, encoded, DDIM-inverted with
 //! the prompt and edited from its inversion; it has no seed (a cascade's SR augmentation noise comes from seed 1).
+//! [`Session::invert`] makes only the inversion ([`Inversion`]); a request with `inverted` edits from it, after
+//! checking that it was made with this model (its identity), the request's prompt and step counts.
 //!
 //! Seeds: a request's `seed` N draws the initial noise from our documented generator (`noise::gaussian`) in NCHW
 //! order `[1, C, h, w]`; a cascade draws its SR augmentation noise from N + 1 and its SR initial noise from N + 2
 //! (wrapping), both `[1, 3, H, W]`. Noise given as data replaces those draws.
+pub mod inversion;
 pub mod output;
 pub mod request;
 
@@ -25,11 +28,12 @@ use crate::noise::gaussian;
 use crate::p2p::EditPlan;
 use crate::pictures::token_label;
 use crate::pipelines::cascade::SrRun;
-use crate::pipelines::{EditRun, Generate, Progress, Sampling};
+use crate::pipelines::{EditRun, Generate, Progress, Sampling, Trajectory};
 use crate::tensor::DType;
 use crate::text::Tokenizer;
-use crate::weights::folder::{SR_UNET, TEXT_ENCODER, UNET, VAE};
+use crate::weights::folder::{SR_UNET, TEXT_ENCODER, UNET, VAE, model_identity};
 
+pub use inversion::Inversion;
 pub use output::{AttentionMaps, Files, Output, Timings};
 pub use request::{InitialNoise, Request};
 
@@ -112,6 +116,8 @@ pub struct Session {
     pub pipeline: Pipeline,
     pub dtype: DType,
     pub vae_dtype: DType,
+    /// The model folder's identity (`weights::folder::model_identity`), recorded in inversions.
+    pub model_id: String,
     /// Seconds `open` took to load the model.
     pub load_seconds: f64,
 }
@@ -185,6 +191,7 @@ impl Session {
         };
         Ok(Session {
             gpu,
+            model_id: model_identity(dir)?,
             model_dir: dir.clone(),
             pipeline,
             dtype,
@@ -208,9 +215,71 @@ impl Session {
         }
     }
 
-    /// The base stage's step count of `r` (the request's, else the model's, else 50).
+    /// The base stage's step count of `r` (the request's, else its inversion's, else the model's, else 50).
     pub fn steps(&self, r: &Request) -> usize {
-        r.steps.or(self.index().and_then(|i| i.num_inference_steps)).unwrap_or(50)
+        let inverted = r.inverted.as_ref().map(|i| i.steps);
+        r.steps.or(inverted).or(self.index().and_then(|i| i.num_inference_steps)).unwrap_or(50)
+    }
+
+    /// A cascade's SR step count of `r` (the request's, else its inversion's, else the model's, else `steps`).
+    fn sr_steps(&self, r: &Request, index: &CascadeIndex) -> usize {
+        let inverted = r.inverted.as_ref().and_then(|i| i.sr_steps);
+        r.sr_steps.or(inverted).or(index.sr_num_inference_steps).unwrap_or(self.steps(r))
+    }
+
+    /// The model folder's name, for messages.
+    fn model_name(&self) -> String {
+        self.model_dir.file_name().map_or_else(|| self.model_dir.display().to_string(), |n| n.to_string_lossy().into())
+    }
+
+    /// Refuses an inversion made with another model, prompt or step count, by name.
+    fn check_inverted(&self, r: &Request, inv: &Inversion) -> Result<()> {
+        if inv.model_id != self.model_id {
+            let short = |id: &str| id.chars().take(19).collect::<String>();
+            return Err(Error::input(format!(
+                "--inverted: made with model `{}` ({}…), not with this model `{}` ({}…); invert the image again with this model",
+                inv.model_name,
+                short(&inv.model_id),
+                self.model_name(),
+                short(&self.model_id)
+            )));
+        }
+        if r.prompt != inv.prompt {
+            return Err(Error::input(format!(
+                "--inverted: made with the prompt {:?}, not {:?}; leave --prompt out (it comes from the file) or give that prompt",
+                inv.prompt, r.prompt
+            )));
+        }
+        let steps = self.steps(r);
+        if steps != inv.steps {
+            return Err(Error::input(format!(
+                "--inverted: made with {} steps, not {steps}; leave --steps out or invert again with --steps {steps}",
+                inv.steps
+            )));
+        }
+        match (self.index(), inv.sr_steps) {
+            (Some(index), Some(ss)) => {
+                let want = self.sr_steps(r, index);
+                if want != ss {
+                    return Err(Error::input(format!(
+                        "--inverted: made with {ss} SR steps, not {want}; leave --sr-steps out or invert again with --sr-steps {want}"
+                    )));
+                }
+            }
+            (None, None) => {}
+            // The identity check makes these unreachable for files we wrote; a hand-made request can still get here.
+            (Some(_), None) => return Err(Error::input("--inverted: no SR-stage inversion, which a cascade needs")),
+            (None, Some(_)) => return Err(Error::input("--inverted: an SR-stage inversion, for a cascade")),
+        }
+        let g = self.geometry();
+        let (ph, pw) = self.pixel_size(r)?;
+        if inv.shape != [steps + 1, g.channels, ph / g.up, pw / g.up] {
+            return Err(Error::input(format!(
+                "--inverted: latents {:?} do not suit this model at {pw}x{ph}",
+                inv.shape
+            )));
+        }
+        Ok(())
     }
 
     /// Checks `r` against the model without running it; returns its edit plan (None: a plain generation).
@@ -230,6 +299,9 @@ impl Session {
         self.plan(r)?;
         if let Some(pic) = &r.image {
             self.fitted_picture(r, pic)?;
+        }
+        if let Some(inv) = &r.inverted {
+            self.check_inverted(r, inv)?;
         }
         self.initial_noise(r, 0).map(|_| ())
     }
@@ -257,7 +329,10 @@ impl Session {
     fn pixel_size(&self, r: &Request) -> Result<(usize, usize)> {
         let g = self.geometry();
         let native = g.native * g.up;
-        let (ph, pw) = (r.height.unwrap_or(native), r.width.unwrap_or(native));
+        let (ph, pw) = match &r.inverted {
+            Some(inv) => (inv.input.height as usize, inv.input.width as usize),
+            None => (r.height.unwrap_or(native), r.width.unwrap_or(native)),
+        };
         let grid = g.up * g.levels;
         if ph == 0 || pw == 0 || ph % grid != 0 || pw % grid != 0 {
             return Err(Error::input(format!(
@@ -285,7 +360,7 @@ impl Session {
     fn initial_noise(&self, r: &Request, seed: u64) -> Result<Noise> {
         let g = self.geometry();
         let (data, hw, used) = match &r.latents {
-            None if r.image.is_some() => {
+            None if r.is_real_image() => {
                 let (h, w) = self.pixel_size(r)?;
                 (Vec::new(), (h / g.up, w / g.up), None)
             }
@@ -329,7 +404,7 @@ impl Session {
             }
         }
         // A real image has no seed of its own; the cascade's SR augmentation noise then comes from seed 0 + 1.
-        let seed = if r.image.is_some() { 0 } else { r.seed.unwrap_or_else(random_seed) };
+        let seed = if r.is_real_image() { REAL_IMAGE_SEED } else { r.seed.unwrap_or_else(random_seed) };
         let (data, hw, mut used) = self.initial_noise(r, seed)?;
         let kind = r.scheduler_kind()?;
         let index = self.index();
@@ -353,9 +428,13 @@ impl Session {
         let b = prompts.len();
         let gpu = &self.gpu;
         let mut noise = vec![("latents", vec![1, self.geometry().channels, hw.0, hw.1], data.clone())];
-        let input = match &r.image {
-            Some(pic) => Some(self.fitted_picture(r, pic)?),
-            None => None,
+        if let Some(inv) = &r.inverted {
+            self.check_inverted(r, inv)?;
+        }
+        let input = match (&r.image, &r.inverted) {
+            (Some(pic), _) => Some(self.fitted_picture(r, pic)?),
+            (None, Some(inv)) => Some(inv.input.clone()),
+            (None, None) => None,
         };
         if input.is_some() {
             // No initial noise was drawn: the inversion starts the run.
@@ -369,8 +448,13 @@ impl Session {
                     (Some(pic), plan) => {
                         let method = r.inversion_method()?.unwrap_or_default();
                         let image = to_unit_nhwc(pic);
-                        let (out, traj) =
-                            sd.edit_image(gpu, &r.prompt, plan.as_ref(), &edit_run(), &image, method, progress)?;
+                        let given = match &r.inverted {
+                            Some(inv) => Some(Trajectory::from_nchw(gpu, &inv.latents, steps, c, hw)?),
+                            None => None,
+                        };
+                        let run =
+                            sd.edit_image(gpu, &r.prompt, plan.as_ref(), &edit_run(), &image, given, method, progress);
+                        let (out, traj) = run?;
                         raw.push(("inversion_latents", vec![steps + 1, c, hw.0, hw.1], traj.to_nchw(gpu)?));
                         out
                     }
@@ -405,7 +489,7 @@ impl Session {
                 noise.push(("sr_aug_noise", sr_shape.clone(), aug_noise.clone()));
                 noise.push(("sr_latents", sr_shape, sr_latents.clone()));
                 let sr = SrRun { steps: 0, guidance: r.sr_guidance, scheduler: None, aug_noise, latents: sr_latents };
-                let sr_steps = r.sr_steps.or(m.index.sr_num_inference_steps).unwrap_or(steps);
+                let sr_steps = self.sr_steps(r, &m.index);
                 let sr = SrRun { steps: sr_steps, ..sr };
                 let mut inversions = Vec::new();
                 let out = match (&input, &plan) {
@@ -414,8 +498,13 @@ impl Session {
                         let full = to_unit_nhwc(pic);
                         let base_image = to_unit_nhwc(&fit(pic, hw, Resize::Stretch)?);
                         let images = (full.as_slice(), base_image.as_slice());
+                        let given = match &r.inverted {
+                            Some(inv) => Some(cascade_trajectories(gpu, inv, hw)?),
+                            None => None,
+                        };
+                        let er = edit_run();
                         let run =
-                            m.edit_image(gpu, &r.prompt, plan.as_ref(), &edit_run(), &sr, images, method, progress);
+                            m.edit_image(gpu, &r.prompt, plan.as_ref(), &er, &sr, images, given, method, progress);
                         let (out, base_inv, sr_inv) = run?;
                         inversions.push(("inversion_latents", vec![steps + 1, 3, hw.0, hw.1], base_inv.to_nchw(gpu)?));
                         inversions.push(("sr_inversion_latents", vec![sr_steps + 1, 3, hh, ww], sr_inv.to_nchw(gpu)?));
@@ -458,6 +547,67 @@ impl Session {
             timings: Timings { run: t0.elapsed().as_secs_f64() },
         })
     }
+}
+
+impl Session {
+    /// Inverts the request's picture (`r.image`, fitted as an edit fits it) with `r.prompt` over the run's step
+    /// counts (a cascade: both stages), for edits later ([`Request::inverted`]). `r` may not edit. `progress`
+    /// sees stage "invert" (and "invert-sr").
+    pub fn invert(&self, r: &Request, progress: &mut dyn Progress) -> Result<Inversion> {
+        let Some(pic) = &r.image else { return Err(Error::input("invert needs an --image")) };
+        if r.is_edit() {
+            return Err(Error::input(
+                "invert takes no edit (--swap, --target, --reweight): edit from its file with --inverted",
+            ));
+        }
+        self.check(r)?;
+        let input = self.fitted_picture(r, pic)?;
+        let g = self.geometry();
+        let (ph, pw) = self.pixel_size(r)?;
+        let hw = (ph / g.up, pw / g.up);
+        let steps = self.steps(r);
+        let image = to_unit_nhwc(&input);
+        let gpu = &self.gpu;
+        let (latents, sr_steps, sr_latents) = match &self.pipeline {
+            Pipeline::Sd(sd) => {
+                let t = sd.invert_image(gpu, &r.prompt, &image, steps, hw, progress, (0, steps))?;
+                (t.to_nchw(gpu)?, None, None)
+            }
+            Pipeline::Cascade(m) => {
+                let ss = self.sr_steps(r, &m.index);
+                let base_image = to_unit_nhwc(&fit(&input, hw, Resize::Stretch)?);
+                let aug_noise = gaussian(REAL_IMAGE_SEED.wrapping_add(1), 3 * ph * pw);
+                let sr = SrRun { steps: ss, guidance: r.sr_guidance, scheduler: None, aug_noise, latents: Vec::new() };
+                let images = (image.as_slice(), base_image.as_slice());
+                let (t, t_sr) = m.invert_image(gpu, &r.prompt, images, steps, hw, &sr, progress, steps + ss)?;
+                (t.to_nchw(gpu)?, Some(ss), Some(t_sr.to_nchw(gpu)?))
+            }
+        };
+        Ok(Inversion {
+            prompt: r.prompt.clone(),
+            model_id: self.model_id.clone(),
+            model_name: self.model_name(),
+            steps,
+            sr_steps,
+            input,
+            shape: [steps + 1, g.channels, hw.0, hw.1],
+            latents,
+            sr_latents,
+        })
+    }
+}
+
+/// The seed of a real-image run's noises (a cascade's SR augmentation noise comes from it + 1).
+const REAL_IMAGE_SEED: u64 = 0;
+
+/// A cascade inversion's two trajectories on the GPU (base at `hw`, SR at 4×).
+fn cascade_trajectories(gpu: &Gpu, inv: &Inversion, hw: (usize, usize)) -> Result<(Trajectory, Trajectory)> {
+    let (Some(sr), Some(ss)) = (&inv.sr_latents, inv.sr_steps) else {
+        return Err(Error::input("--inverted: no SR-stage inversion, which a cascade needs"));
+    };
+    let base = Trajectory::from_nchw(gpu, &inv.latents, inv.steps, 3, hw)?;
+    let sr = Trajectory::from_nchw(gpu, sr, ss, 3, (hw.0 * SR_SCALE, hw.1 * SR_SCALE))?;
+    Ok((base, sr))
 }
 
 /// A seed from the clock, for requests without one (reported in `Output::seed`).

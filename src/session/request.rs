@@ -4,6 +4,7 @@
 //! are an error naming the field. A request never names a file: initial noise comes as data ([`InitialNoise`]).
 use serde::{Deserialize, Serialize};
 
+use super::inversion::Inversion;
 use crate::error::{Error, Result};
 use crate::input_image::{Picture, Resize};
 use crate::output::Quantize;
@@ -113,6 +114,10 @@ pub struct Request {
     /// How the edit starts from the inversion: "ddim", "negative-prompt" or "direct" (the default).
     #[serde(default)]
     pub inversion: Option<String>,
+    /// Real-image editing from an inversion made before ([`Session::invert`](super::Session::invert)): replaces
+    /// `image`; the prompt and step counts must be the inversion's.
+    #[serde(default)]
+    pub inverted: Option<Inversion>,
 }
 
 /// Initial noise given as data, NCHW f32: `latents` `[1, C, h, w]`; for a cascade optionally the SR noises
@@ -161,6 +166,7 @@ impl Request {
             image: None,
             resize: None,
             inversion: None,
+            inverted: None,
         }
     }
 
@@ -247,11 +253,16 @@ impl Request {
 
     /// The inversion method (None: no picture).
     pub fn inversion_method(&self) -> Result<Option<Method>> {
-        match (&self.image, self.inversion.as_deref()) {
-            (None, _) => Ok(None),
-            (Some(_), None) => Ok(Some(Method::default())),
-            (Some(_), Some(m)) => Method::parse(m).map(Some),
+        match (self.is_real_image(), self.inversion.as_deref()) {
+            (false, _) => Ok(None),
+            (true, None) => Ok(Some(Method::default())),
+            (true, Some(m)) => Method::parse(m).map(Some),
         }
+    }
+
+    /// Whether the request edits a real image (a picture, or an inversion of one).
+    pub fn is_real_image(&self) -> bool {
+        self.image.is_some() || self.inverted.is_some()
     }
 
     /// How the picture is fitted.
@@ -261,23 +272,37 @@ impl Request {
 
     /// The checks of a real-image request (none without a picture, except that its options need one).
     fn validate_image(&self) -> Result<()> {
-        let Some(pic) = &self.image else {
+        if !self.is_real_image() {
             if self.resize.is_some() || self.inversion.is_some() {
                 return Err(Error::input("--resize and --inversion need an --image"));
             }
             return Ok(());
-        };
-        pic.validate()?;
-        self.resize_mode()?;
+        }
+        if let Some(pic) = &self.image {
+            pic.validate()?;
+            self.resize_mode()?;
+        }
+        if let Some(inv) = &self.inverted {
+            if self.image.is_some() {
+                return Err(Error::input("--image and --inverted cannot be combined (the inversion holds its image)"));
+            }
+            if self.resize.is_some() || self.height.is_some() || self.width.is_some() {
+                return Err(Error::input(
+                    "--resize, --height and --width cannot be combined with --inverted (the inversion fixed the size)",
+                ));
+            }
+            inv.validate()?;
+        }
         let method = self.inversion_method()?;
+        let flag = if self.image.is_some() { "--image" } else { "--inverted" };
         if self.seed.is_some() || self.latents.is_some() {
-            return Err(Error::input(
-                "--image cannot be combined with --seed or --latents (the inversion of the image is the noise)",
-            ));
+            return Err(Error::input(format!(
+                "{flag} cannot be combined with --seed or --latents (the inversion of the image is the noise)"
+            )));
         }
         if let Some(s) = self.scheduler.as_deref().filter(|s| *s != "ddim") {
             return Err(Error::input(format!(
-                "--scheduler {s} with --image: editing a real image uses DDIM (its inversion is DDIM's), leave \
+                "--scheduler {s} with {flag}: editing a real image uses DDIM (its inversion is DDIM's), leave \
                  --scheduler out or give ddim"
             )));
         }

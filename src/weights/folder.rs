@@ -204,3 +204,43 @@ pub fn read_json_object(path: &Path) -> Result<Value> {
 pub fn read_config(dir: &Path) -> Result<Value> {
     read_json_object(&dir.join(CONFIG))
 }
+
+/// A model folder's identity for files made with it (an inversion): `sha256:` and the hex SHA-256 over the
+/// folder's configuration files — every `*.json` at the root and in its immediate subfolders except weight-shard
+/// indexes (`*.index.json`, which differ between weight variants) — each as its path relative to the root, a
+/// zero byte, its length and its bytes, in path order. Weights are not read: two folders with the same configs and
+/// tokenizer but other weights have one identity (a retrained model must change a config to be told apart).
+pub fn model_identity(root: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let list = |dir: &Path| -> Result<Vec<PathBuf>> {
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| Error::model(format!("{}: cannot list: {e}", dir.display())))?;
+        Ok(entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+    };
+    let mut files = Vec::new();
+    for p in list(root)? {
+        if p.is_dir() {
+            files.extend(list(&p)?.into_iter().filter(|f| f.is_file()));
+        } else if p.is_file() {
+            files.push(p);
+        }
+    }
+    let mut configs: Vec<(String, PathBuf)> = files
+        .into_iter()
+        .filter_map(|p| {
+            let rel = p.strip_prefix(root).ok()?.to_string_lossy().replace('\\', "/");
+            (rel.ends_with(".json") && !rel.ends_with(".index.json")).then_some((rel, p))
+        })
+        .collect();
+    configs.sort();
+    let mut h = Sha256::new();
+    for (rel, p) in &configs {
+        let bytes = std::fs::read(p).map_err(|e| Error::model(format!("{}: cannot read: {e}", p.display())))?;
+        h.update(rel.as_bytes());
+        h.update([0u8]);
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
+    }
+    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("sha256:{hex}"))
+}
