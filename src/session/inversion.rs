@@ -124,7 +124,9 @@ impl Inversion {
         match meta.get("format") {
             Some(v) if v == FORMAT => {}
             _ => {
-                return Err(bad(format!("not an inversion file (no format {FORMAT:?}; make one with p2p-wgpu invert)")));
+                return Err(bad(format!(
+                    "not an inversion file (no format {FORMAT:?}; make one with p2p-wgpu invert)"
+                )));
             }
         }
         let version = text("version")?;
