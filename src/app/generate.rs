@@ -5,13 +5,14 @@
 use std::path::{Path, PathBuf};
 
 use super::console::say;
+use super::precision::PrecisionArgs;
 use crate::error::{Error, Result};
 use crate::gpu::GpuOptions;
 use crate::models::cascade::is_cascade;
 use crate::models::vae::{DecodeOptions, Tiling};
 use crate::output::{OutputFiles, WriteSet, remove_stale};
 use crate::pipelines::Step;
-use crate::session::{Files, InitialNoise, Inversion, Output, Precision, Request, Session, SessionOptions};
+use crate::session::{Files, InitialNoise, Inversion, Output, Request, Session, SessionOptions};
 use crate::weights::SafetensorsFile;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -69,20 +70,8 @@ pub struct GenerateArgs {
     /// Cascade: super-resolution guidance scale (default: the model's sr_guidance_scale).
     #[arg(long, allow_negative_numbers = true)]
     pub sr_guidance: Option<f64>,
-    /// Weight-file variant, e.g. fp16 for *.fp16.safetensors. Default: fp16 when running in f16 and every
-    /// weighted component has *.fp16.safetensors files, else the plain files.
-    #[arg(long)]
-    pub variant: Option<String>,
-    /// Run the text encoder and UNet in f16 (needs SHADER_F16). Default: f16 on GPUs with SHADER_F16, f32 on CPU
-    /// adapters (lavapipe/llvmpipe emulate f16 slower than f32) and without SHADER_F16.
-    #[arg(long, conflicts_with = "f32")]
-    pub f16: bool,
-    /// Run the text encoder and UNet in f32.
-    #[arg(long)]
-    pub f32: bool,
-    /// Run the VAE decoder in f16 too (default f32: an f16 SD VAE can overflow).
-    #[arg(long)]
-    pub vae_f16: bool,
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
     /// Decode in overlapping tiles even when the image fits (default: only when one image's decode exceeds
     /// --vae-budget or an adapter buffer limit). Images are always decoded one at a time.
     #[arg(long)]
@@ -236,8 +225,8 @@ impl GenerateArgs {
         Ok(SessionOptions {
             model,
             gpu,
-            precision: Precision { f16: self.f16, f32: self.f32, vae_f16: self.vae_f16 },
-            variant: self.variant.clone(),
+            precision: self.precision.precision(),
+            variant: self.precision.variant.clone(),
             decode: decode_options(self)?,
             vae_tile_px: self.vae_tile_size,
         })

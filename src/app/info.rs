@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::console::out;
 use super::generate::whole;
+use super::precision::PrecisionArgs;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuOptions};
 use crate::models::sd::{LoadOptions, StableDiffusion};
@@ -17,7 +18,7 @@ use crate::nn::Ctx;
 use crate::output::{OutputFiles, write_atomic};
 use crate::p2p::{EditPlan, EditSpec};
 use crate::pipelines::{Denoiser, EditRun, Generate, Sampling, StageCond};
-use crate::session::{Precision, weight_variant};
+use crate::session::weight_variant;
 use crate::tensor::DType;
 use crate::weights::folder::{SR_UNET, TEXT_ENCODER, UNET, VAE};
 
@@ -34,18 +35,9 @@ pub struct InfoArgs {
     pub height: Option<usize>,
     #[arg(long, allow_negative_numbers = true, value_parser = whole::<usize>("a positive number of pixels"))]
     pub width: Option<usize>,
-    /// Weight-file variant, e.g. fp16 (default: as the main command chooses).
-    #[arg(long)]
-    pub variant: Option<String>,
-    /// Plan the text encoder and UNet in f16 (default: as the main command, f16 on GPUs with SHADER_F16).
-    #[arg(long, conflicts_with = "f32")]
-    pub f16: bool,
-    /// Plan the text encoder and UNet in f32.
-    #[arg(long)]
-    pub f32: bool,
-    /// Plan an f16 VAE decoder.
-    #[arg(long)]
-    pub vae_f16: bool,
+    /// The precision planned (as the main command's flags).
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
     /// Plan a tiled decode even when the image fits.
     #[arg(long)]
     pub vae_tile: bool,
@@ -122,7 +114,7 @@ pub fn run(a: &InfoArgs, opts: GpuOptions) -> Result<()> {
     let gpu = Gpu::new(&opts)?;
     out(&format!("{}{}", gpu.report(), crate::ops::report::kernel_report(&gpu)))?;
     let Some(dir) = &a.model else { return Ok(()) };
-    let (dtype, vae_dtype) = Precision { f16: a.f16, f32: a.f32, vae_f16: a.vae_f16 }.resolve(&gpu)?;
+    let (dtype, vae_dtype) = a.precision.precision().resolve(&gpu)?;
     if crate::models::cascade::is_cascade(dir)? {
         return out(&cascade_info(&gpu, dir, a, dtype)?);
     }
@@ -199,7 +191,7 @@ impl MemoryPlan {
 
 /// Loads `dir` and records (does not run) every phase of a `a.batch`-prompt generation and edit.
 pub fn plan_sd(gpu: &Gpu, dir: &std::path::Path, a: &InfoArgs, dtype: DType, vae_dtype: DType) -> Result<MemoryPlan> {
-    let variant = weight_variant(dir, a.variant.as_deref(), dtype, &[TEXT_ENCODER, UNET, VAE]);
+    let variant = weight_variant(dir, a.precision.variant.as_deref(), dtype, &[TEXT_ENCODER, UNET, VAE]);
     let mut sd = StableDiffusion::load(gpu, dir, &LoadOptions { dtype, vae_dtype, variant })?;
     sd.vae.tiling = DecodeOptions {
         tiling: if a.vae_tile { Tiling::Always } else { Tiling::Auto },
@@ -302,7 +294,7 @@ fn unet_plan(gpu: &Gpu, stage: Denoiser, b: usize, s: usize, cc: usize) -> Resul
 fn cascade_info(gpu: &Gpu, dir: &std::path::Path, a: &InfoArgs, dtype: DType) -> Result<String> {
     use std::fmt::Write as _;
     let mut o = String::new();
-    let variant = weight_variant(dir, a.variant.as_deref(), dtype, &[TEXT_ENCODER, UNET, SR_UNET]);
+    let variant = weight_variant(dir, a.precision.variant.as_deref(), dtype, &[TEXT_ENCODER, UNET, SR_UNET]);
     let m = crate::models::cascade::Cascade::load(gpu, dir, &LoadOptions { dtype, vae_dtype: DType::F32, variant })?;
     let (u, s, t) = (m.unet.param_bytes, m.sr_unet.param_bytes, m.text_encoder.param_bytes);
     let _ = writeln!(o, "model: {} (cascade: pixel-space base + super-resolution)", dir.display());

@@ -4,11 +4,12 @@ use std::path::{Path, PathBuf};
 
 use super::console::say;
 use super::generate::{model_dir, read_image, step_bar, whole};
+use super::precision::PrecisionArgs;
 use crate::error::Result;
 use crate::gpu::GpuOptions;
 use crate::output::{OutputFiles, write_atomic};
 use crate::pipelines::Step;
-use crate::session::{Precision, Request, Session, SessionOptions};
+use crate::session::{Request, Session, SessionOptions};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct InvertArgs {
@@ -38,15 +39,8 @@ pub struct InvertArgs {
     /// How the picture becomes the model's size: crop (the default), stretch or pad.
     #[arg(long, value_parser = ["crop", "stretch", "pad"])]
     pub resize: Option<String>,
-    /// Weight-file variant (as for the main command).
-    #[arg(long)]
-    pub variant: Option<String>,
-    /// Run the text encoder and UNet in f16 (needs SHADER_F16).
-    #[arg(long, conflicts_with = "f32")]
-    pub f16: bool,
-    /// Run the text encoder and UNet in f32.
-    #[arg(long)]
-    pub f32: bool,
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
 }
 
 /// Runs `invert`: checks every input and the output path, loads the model, inverts, writes the file atomically.
@@ -66,8 +60,8 @@ pub fn run(a: &InvertArgs, gpu: GpuOptions) -> Result<()> {
     let folder = a.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let targets = OutputFiles::new(folder, &[], &[("--out", a.out.as_path())]);
     targets.check(&[model.as_path()], &[a.image.as_path()])?;
-    let precision = Precision { f16: a.f16, f32: a.f32, vae_f16: false };
-    let options = SessionOptions { gpu, precision, variant: a.variant.clone(), ..SessionOptions::new(model) };
+    let (precision, variant) = (a.precision.precision(), a.precision.variant.clone());
+    let options = SessionOptions { gpu, precision, variant, ..SessionOptions::new(model) };
     let session = Session::open(&options)?;
     session.check(&req)?;
     let bar = step_bar()?;

@@ -4,3 +4,4 @@ pub mod console;
 pub mod generate;
 pub mod info;
 pub mod invert;
+pub mod precision;
