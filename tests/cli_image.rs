@@ -205,3 +205,65 @@ fn the_cascade_reconstructs_the_picture_at_full_size() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Real photographs (tests/fixtures/photos, from scikit-image's data module: weights-tools/make_photo_fixtures.py
+/// has their sources and licences) through the tiny SD fixture, as a smoke test of every input path: JPEG, WebP and
+/// grey PNG; square and wide pictures; crop, pad and stretch; square and non-square run sizes; each inversion
+/// method. Each run succeeds, decodes the photograph at its own size, writes input.png at the run's size with the
+/// picture's content (not flat, grey stays grey), and source and edit images that are neither flat nor black.
+#[test]
+fn photographs_go_through_every_input_path() {
+    let dir = tmp("image-photos");
+    let m = model();
+    let photos = fixtures().join("photos");
+    let cases: [(&str, (u32, u32), &[&str], (u32, u32)); 4] = [
+        ("astronaut.jpg", (512, 512), &["--inversion", "direct"], (16, 16)),
+        ("coffee.jpg", (600, 400), &["--resize", "pad", "--height", "16", "--width", "32"], (32, 16)),
+        (
+            "chelsea.webp",
+            (451, 300),
+            &["--resize", "stretch", "--height", "32", "--width", "16", "--inversion", "ddim"],
+            (16, 32),
+        ),
+        ("camera.png", (512, 512), &["--height", "32", "--width", "32", "--inversion", "negative-prompt"], (32, 32)),
+    ];
+    for (name, size, extra, (w, h)) in cases {
+        let path = photos.join(name);
+        let pic = p2p_wgpu::input_image::decode(name, &std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!((pic.width, pic.height), size, "{name}");
+        let out = dir.join(name);
+        let p = path.to_str().unwrap();
+        let mut args = vec![
+            "--model",
+            m.as_str(),
+            "--image",
+            p,
+            "--prompt",
+            "a photo of a cat",
+            "--swap",
+            "cat=dog",
+            "--steps",
+            "2",
+        ];
+        args.extend(extra.iter().copied());
+        args.extend(["--out", out.to_str().unwrap()]);
+        let o = run(&args);
+        assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+        let input = rgb(&out.join("input.png"));
+        assert_eq!(input.dimensions(), (w, h), "{name}: input.png size");
+        let spread = |img: &image::RgbImage| {
+            let (lo, hi) = img.as_raw().iter().fold((255u8, 0u8), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+            hi - lo
+        };
+        assert!(spread(&input) > 40, "{name}: input.png is flat");
+        if name == "camera.png" {
+            assert!(input.pixels().all(|p| p[0] == p[1] && p[1] == p[2]), "{name}: a grey picture must stay grey");
+        }
+        for f in ["source.png", "edit.png"] {
+            let img = rgb(&out.join(f));
+            assert_eq!(img.dimensions(), (w, h), "{name}: {f} size");
+            assert!(spread(&img) > 0, "{name}: {f} is flat");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
