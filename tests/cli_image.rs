@@ -216,7 +216,8 @@ fn photographs_go_through_every_input_path() {
     let dir = tmp("image-photos");
     let m = model();
     let photos = fixtures().join("photos");
-    let cases: [(&str, (u32, u32), &[&str], (u32, u32)); 4] = [
+    type Case<'a> = (&'a str, (u32, u32), &'a [&'a str], (u32, u32));
+    let cases: [Case; 4] = [
         ("astronaut.jpg", (512, 512), &["--inversion", "direct"], (16, 16)),
         ("coffee.jpg", (600, 400), &["--resize", "pad", "--height", "16", "--width", "32"], (32, 16)),
         (
