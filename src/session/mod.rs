@@ -560,7 +560,8 @@ impl Session {
                 "invert takes no edit (--swap, --target, --reweight): edit from its file with --inverted",
             ));
         }
-        self.check(r)?;
+        // What `check` would do, without fitting the picture twice (a real-image request has no noise to check).
+        self.plan(r)?;
         let input = self.fitted_picture(r, pic)?;
         let g = self.geometry();
         let (ph, pw) = self.pixel_size(r)?;
