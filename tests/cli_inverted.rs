@@ -2,7 +2,7 @@
 //! step, prompt, model identity, step counts, the fitted picture), and `--inverted FILE` edits from it.
 //!
 //! - an edit from the file is the same, to the byte, as the edit with `--image` that inverts on the way (SD 1.x
-//!   tiny fixture, and the tiny cascade with its two stages);
+//!   tiny fixture, also with VAE tiles, whose flags `invert` takes too; and the tiny cascade with its two stages);
 //! - a file made with another model (another config), another prompt or step count, a damaged file and a file
 //!   that is no inversion are refused with one line and no output; `--inverted` with `--image`, `--seed`,
 //!   `--height` or a non-DDIM scheduler is a usage error (2); `invert` refuses an output inside the model folder
@@ -41,23 +41,28 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     v
 }
 
-/// Inverts with `invert`, edits from the file with `edit`, and compares with the same edit through `--image`.
-fn same_as_image_edit(model: &str, prompt: &str, steps: &[&str], edit: &[&str], name: &str) {
+/// Inverts with `invert`, edits from the file with `edit`, and compares with the same edit through `--image`;
+/// `vae` (VAE tiling flags) goes to all three runs. Returns the file's inversion latents.
+fn same_as_image_edit(model: &str, prompt: &str, steps: &[&str], edit: &[&str], vae: &[&str], name: &str) -> Vec<u8> {
     let dir = tmp(name);
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("pic.inv.safetensors");
     let (f, pic) = (file.to_str().unwrap(), picture());
     let mut args = vec!["invert", "--model", model, "--image", &pic, "--prompt", prompt, "--out", f];
     args.extend(steps);
+    args.extend(vae);
     ok(&run(&args), "invert");
+    let latents = SafetensorsFile::open(&file).unwrap().read_bytes("inversion_latents").unwrap();
     let (a, b) = (dir.join("from-file"), dir.join("from-image"));
     let mut from_file = vec!["--model", model, "--inverted", f, "--out", a.to_str().unwrap(), "--save-raw"];
     from_file.extend(edit);
+    from_file.extend(vae);
     ok(&run(&from_file), "--inverted");
     let mut from_image =
         vec!["--model", model, "--image", &pic, "--prompt", prompt, "--out", b.to_str().unwrap(), "--save-raw"];
     from_image.extend(steps);
     from_image.extend(edit);
+    from_image.extend(vae);
     ok(&run(&from_image), "--image");
     let (fa, fb) = (files(&a), files(&b));
     assert_eq!(fa.iter().map(|f| &f.0).collect::<Vec<_>>(), fb.iter().map(|f| &f.0).collect::<Vec<_>>());
@@ -65,19 +70,31 @@ fn same_as_image_edit(model: &str, prompt: &str, steps: &[&str], edit: &[&str], 
         assert!(x == y, "{name}: {n} differs between --inverted and --image");
     }
     std::fs::remove_dir_all(&dir).unwrap();
+    latents
 }
 
 #[test]
 fn an_edit_from_an_inversion_file_equals_the_edit_of_the_picture() {
-    same_as_image_edit(&sd1(), PROMPT, &["--steps", "3"], &["--swap", "bicycle=car"], "inv-sd1");
+    let whole = same_as_image_edit(&sd1(), PROMPT, &["--steps", "3"], &["--swap", "bicycle=car"], &[], "inv-sd1");
     let ddim = ["--swap", "bicycle=car", "--inversion", "negative-prompt"];
-    same_as_image_edit(&sd1(), PROMPT, &["--steps", "3"], &ddim, "inv-sd1-np");
+    same_as_image_edit(&sd1(), PROMPT, &["--steps", "3"], &ddim, &[], "inv-sd1-np");
+    // VAE tiles (encoder and decoder) follow the same flags in `invert` and the main command.
+    let vae = ["--vae-tile", "--vae-tile-size", "8"];
+    let tiled = same_as_image_edit(&sd1(), PROMPT, &["--steps", "3"], &["--swap", "bicycle=car"], &vae, "inv-sd1-t");
+    assert!(tiled != whole, "--vae-tile did not change the encoding");
 }
 
 #[test]
 fn the_cascade_edits_from_its_two_stage_inversion_file() {
     let m = fixtures().join("cascade-tiny").to_str().unwrap().to_string();
-    same_as_image_edit(&m, "a red circle", &["--steps", "3", "--sr-steps", "2"], &["--swap", "red=blue"], "inv-casc");
+    same_as_image_edit(
+        &m,
+        "a red circle",
+        &["--steps", "3", "--sr-steps", "2"],
+        &["--swap", "red=blue"],
+        &[],
+        "inv-casc",
+    );
 }
 
 #[test]

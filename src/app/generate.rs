@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use super::console::say;
 use super::precision::PrecisionArgs;
+use super::vae::VaeArgs;
 use crate::error::{Error, Result};
 use crate::gpu::GpuOptions;
 use crate::models::cascade::is_cascade;
-use crate::models::vae::{DecodeOptions, Tiling};
 use crate::output::{OutputFiles, WriteSet, remove_stale};
 use crate::pipelines::Step;
 use crate::session::{Files, InitialNoise, Inversion, Output, Request, Session, SessionOptions};
@@ -72,17 +72,8 @@ pub struct GenerateArgs {
     pub sr_guidance: Option<f64>,
     #[command(flatten)]
     pub precision: PrecisionArgs,
-    /// Decode in overlapping tiles even when the image fits (default: only when one image's decode exceeds
-    /// --vae-budget or an adapter buffer limit). Images are always decoded one at a time.
-    #[arg(long)]
-    pub vae_tile: bool,
-    /// Side of a decode tile in pixels (default: the largest that fits, or half the image side, at most 512,
-    /// with --vae-tile); a multiple of the VAE's upscale factor.
-    #[arg(long, allow_negative_numbers = true, value_parser = whole::<usize>("a positive number of pixels"), value_name = "PX")]
-    pub vae_tile_size: Option<usize>,
-    /// Memory one image's (or tile's) decode may use, in MiB, before tiling.
-    #[arg(long, allow_negative_numbers = true, value_parser = whole::<u64>("a positive number of MiB"), value_name = "MIB", default_value_t = crate::models::vae::DEFAULT_DECODE_BUDGET >> 20)]
-    pub vae_budget: u64,
+    #[command(flatten)]
+    pub vae: VaeArgs,
     /// Reproduce the reference implementation's quirks (replacement-mapper misalignment, uint8 truncation).
     #[arg(long, value_parser = ["ptp"])]
     pub compat: Option<String>,
@@ -227,8 +218,8 @@ impl GenerateArgs {
             gpu,
             precision: self.precision.precision(),
             variant: self.precision.variant.clone(),
-            decode: decode_options(self)?,
-            vae_tile_px: self.vae_tile_size,
+            decode: self.vae.decode_options()?,
+            vae_tile_px: self.vae.vae_tile_size,
         })
     }
 }
@@ -283,20 +274,6 @@ pub fn read_noise(path: &Path, cascade: bool) -> Result<InitialNoise> {
         (None, None)
     };
     Ok(InitialNoise { shape, latents, sr_aug_noise, sr_latents })
-}
-
-/// The VAE decode options of `--vae-tile` and `--vae-budget` (`--vae-tile-size` is in pixels, converted by the
-/// session once the VAE is loaded).
-pub fn decode_options(a: &GenerateArgs) -> Result<DecodeOptions> {
-    if a.vae_budget == 0 {
-        return Err(Error::input("--vae-budget must be positive"));
-    }
-    Ok(DecodeOptions {
-        tiling: if a.vae_tile { Tiling::Always } else { Tiling::Auto },
-        budget: a.vae_budget << 20,
-        tile: None,
-        overlap: None,
-    })
 }
 
 /// The shipped default model: `models/default` under the working folder, else under the source tree the binary

@@ -10,10 +10,10 @@ use serde::Serialize;
 use super::console::out;
 use super::generate::whole;
 use super::precision::PrecisionArgs;
+use super::vae::VaeArgs;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuOptions};
 use crate::models::sd::{LoadOptions, StableDiffusion};
-use crate::models::vae::{DEFAULT_DECODE_BUDGET, DecodeOptions, Tiling};
 use crate::nn::Ctx;
 use crate::output::{OutputFiles, write_atomic};
 use crate::p2p::{EditPlan, EditSpec};
@@ -38,12 +38,9 @@ pub struct InfoArgs {
     /// The precision planned (as the main command's flags).
     #[command(flatten)]
     pub precision: PrecisionArgs,
-    /// Plan a tiled decode even when the image fits.
-    #[arg(long)]
-    pub vae_tile: bool,
-    /// Decode budget in MiB, as the main command's --vae-budget.
-    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_DECODE_BUDGET >> 20)]
-    pub vae_budget: u64,
+    /// The VAE tiling planned (as the main command's flags).
+    #[command(flatten)]
+    pub vae: VaeArgs,
     /// Also write the plan as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -193,11 +190,7 @@ impl MemoryPlan {
 pub fn plan_sd(gpu: &Gpu, dir: &std::path::Path, a: &InfoArgs, dtype: DType, vae_dtype: DType) -> Result<MemoryPlan> {
     let variant = weight_variant(dir, a.precision.variant.as_deref(), dtype, &[TEXT_ENCODER, UNET, VAE]);
     let mut sd = StableDiffusion::load(gpu, dir, &LoadOptions { dtype, vae_dtype, variant })?;
-    sd.vae.tiling = DecodeOptions {
-        tiling: if a.vae_tile { Tiling::Always } else { Tiling::Auto },
-        budget: a.vae_budget << 20,
-        ..Default::default()
-    };
+    sd.vae.tiling = a.vae.decode_options()?.with_tile_px(a.vae.vae_tile_size, sd.vae.config.upscale())?;
     let weights_allocated = gpu.pool.created_bytes().0;
     let b = a.batch.max(1);
     let up = sd.vae.config.upscale();

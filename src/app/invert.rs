@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use super::console::say;
 use super::generate::{model_dir, read_image, step_bar, whole};
 use super::precision::PrecisionArgs;
+use super::vae::VaeArgs;
 use crate::error::Result;
 use crate::gpu::GpuOptions;
 use crate::output::{OutputFiles, write_atomic};
@@ -41,6 +42,10 @@ pub struct InvertArgs {
     pub resize: Option<String>,
     #[command(flatten)]
     pub precision: PrecisionArgs,
+    /// The VAE encoder's tiling (Stable Diffusion; as the main command's flags: an edit from this file equals
+    /// the `--image` edit when both encode alike).
+    #[command(flatten)]
+    pub vae: VaeArgs,
 }
 
 /// Runs `invert`: checks every input and the output path, loads the model, inverts, writes the file atomically.
@@ -61,7 +66,8 @@ pub fn run(a: &InvertArgs, gpu: GpuOptions) -> Result<()> {
     let targets = OutputFiles::new(folder, &[], &[("--out", a.out.as_path())]);
     targets.check(&[model.as_path()], &[a.image.as_path()])?;
     let (precision, variant) = (a.precision.precision(), a.precision.variant.clone());
-    let options = SessionOptions { gpu, precision, variant, ..SessionOptions::new(model) };
+    let (decode, vae_tile_px) = (a.vae.decode_options()?, a.vae.vae_tile_size);
+    let options = SessionOptions { gpu, precision, variant, decode, vae_tile_px, ..SessionOptions::new(model) };
     let session = Session::open(&options)?;
     session.check(&req)?;
     let bar = step_bar()?;

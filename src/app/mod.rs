@@ -5,3 +5,4 @@ pub mod generate;
 pub mod info;
 pub mod invert;
 pub mod precision;
+pub mod vae;

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::models::sd::{StableDiffusion, nhwc_to_nchw};
 use crate::p2p::EditPlan;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::DType;
 
 use super::inversion::{Method, Trajectory};
 use super::progress::{Progress, StageProgress};
@@ -58,11 +58,8 @@ impl StableDiffusion {
     pub fn encode(&self, gpu: &Gpu, image: &[f32], (hh, ww): (usize, usize)) -> Result<Vec<f32>> {
         let enc = self.encoder(gpu)?;
         let up = self.vae.config.upscale();
-        if hh % up != 0 || ww % up != 0 || image.len() != hh * ww * enc.config.in_channels {
-            return Err(Error::shape("encode", format!("{} values for a {hh}x{ww} image", image.len())));
-        }
-        let t = Tensor::from_f32(gpu, &[1, hh, ww, enc.config.in_channels], enc.dtype, image)?;
-        let (mean, _) = enc.encode(gpu, &t)?;
+        // Tiled over the decoder's budget and options (`--vae-tile`, `--vae-budget`, `--vae-tile-size`).
+        let mean = enc.encode_mean(gpu, image, (hh, ww), &self.vae.tiling)?;
         if mean.iter().any(|v| !v.is_finite()) {
             return Err(Error::msg("the VAE encoder returned non-finite values"));
         }

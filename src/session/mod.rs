@@ -179,14 +179,7 @@ impl Session {
         } else {
             let variant = weight_variant(dir, o.variant.as_deref(), dtype, &[TEXT_ENCODER, UNET, VAE]);
             let mut sd = StableDiffusion::load(&gpu, dir, &LoadOptions { dtype, vae_dtype, variant })?;
-            sd.vae.tiling = o.decode;
-            if let Some(px) = o.vae_tile_px {
-                let up = sd.vae.config.upscale();
-                if px == 0 || px % up != 0 {
-                    return Err(Error::input(format!("--vae-tile-size must be a positive multiple of {up}, got {px}")));
-                }
-                sd.vae.tiling.tile = Some(px / up);
-            }
+            sd.vae.tiling = o.decode.with_tile_px(o.vae_tile_px, sd.vae.config.upscale())?;
             Pipeline::Sd(Box::new(sd))
         };
         Ok(Session {

@@ -1,13 +1,21 @@
-//! The encoder half of `AutoencoderKL` (for real-image editing).
+//! The encoder half of `AutoencoderKL` (for real-image editing): the forward, and the posterior mean of a
+//! picture one whole piece or in overlapping tiles blended linearly in latent space, planned over the same
+//! [`DecodeOptions`] budget as the decoder (diffusers' `tiled_encode` blends its tiles' moments the same way).
 use std::path::Path;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::{Conv2d, Ctx, Downsample2D, GroupNorm, Load, ResnetBlock2D, ResnetCfg, VaeAttention, key};
 use crate::tensor::{DType, Tensor};
 use crate::weights::Loader;
 
+use super::tiling::{DecodeBytes, DecodeOptions, DecodePlan, LIVE_HALVES_PER_LEVEL, blend_tiles, plan_pieces};
 use super::{DECODER_PREFIXES, VaeConfig};
+
+/// Halves of the first level's largest activation the encoder keeps alive beyond [`LIVE_HALVES_PER_LEVEL`]: the
+/// recorded arenas of the tiny SD encoder (8² to 32² latents, lavapipe) come to 1.15 × the decoder's per-level
+/// figure, the surplus at full resolution (conv_in's output alive beside the first resnet's); 3 covers it.
+pub const FIRST_LEVEL_EXTRA_HALVES: u64 = 3;
 
 struct DownEncoderBlock {
     resnets: Vec<ResnetBlock2D>,
@@ -126,5 +134,84 @@ impl VaeEncoder {
             logvar.extend(px[l..].iter().map(|x| x.clamp(-30.0, 20.0)));
         }
         Ok((mean, logvar))
+    }
+
+    /// Estimated memory of encoding the picture of one `h × w` latent piece in one forward, from the layer shapes
+    /// (no GPU work), as [`super::VaeDecoder::estimate`] does for the decoder: the input picture, per resolution
+    /// level [`LIVE_HALVES_PER_LEVEL`] / 2 activations (the full-resolution level 3/2 more) of the level's largest channel count (in its buffer size
+    /// class), the mid-block attention's five activations and the moments; the attention's scores on the shared
+    /// pool. Checked against recorded arenas in tests/vae_encode_tiles.rs.
+    pub fn estimate(&self, gpu: &Gpu, h: usize, w: usize) -> DecodeBytes {
+        let ch = &self.config.block_out_channels;
+        let n = ch.len();
+        let s = self.dtype.size() as u64;
+        let up = self.config.upscale();
+        let mut p = (h * up * w * up) as u64;
+        let mut arena = p * self.config.in_channels as u64 * s;
+        let mut largest = 0u64;
+        let mut prev = ch[0];
+        for (b, &out) in ch.iter().enumerate() {
+            let level = crate::gpu::pool::size_class(p * prev.max(out) as u64 * s);
+            largest = largest.max(level);
+            // The first level holds [`FIRST_LEVEL_EXTRA_HALVES`] more.
+            let halves = LIVE_HALVES_PER_LEVEL + if b == 0 { FIRST_LEVEL_EXTRA_HALVES } else { 0 };
+            arena += halves * level / 2;
+            prev = out;
+            p /= 4;
+        }
+        let tokens = (h * w) as u64;
+        let c = ch[n - 1] as u64;
+        arena += 5 * tokens * c * s + tokens * 2 * self.config.latent_channels as u64 * s;
+        let lim = &gpu.limits;
+        let cap = crate::ops::softmax::DEFAULT_BUDGET.min(lim.max_storage_buffer_binding_size).min(lim.max_buffer_size);
+        let shared = (tokens * tokens * s).min(cap) + 3 * tokens * c * s;
+        DecodeBytes { arena, shared, largest }
+    }
+
+    /// How encoding a picture of `h × w` latents runs under `o` on this adapter (whole, or in latent tiles).
+    pub fn encode_plan(&self, gpu: &Gpu, o: &DecodeOptions, hw: (usize, usize)) -> Result<DecodePlan> {
+        let lim = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
+        plan_pieces(o, hw, "vae encode", |h, w| {
+            let e = self.estimate(gpu, h, w);
+            e.total() <= o.budget && e.largest <= lim
+        })
+    }
+
+    /// The posterior mean NHWC `[h, w, latent]` of one NHWC picture `[H, W, in]` in [-1, 1] (H, W multiples of
+    /// the VAE's scale): whole, or, as [`Self::encode_plan`] says, in overlapping latent tiles, each encoded from
+    /// its window of the picture and blended linearly over the overlaps.
+    pub fn encode_mean(
+        &self,
+        gpu: &Gpu,
+        image: &[f32],
+        (hh, ww): (usize, usize),
+        o: &DecodeOptions,
+    ) -> Result<Vec<f32>> {
+        let (up, ic) = (self.config.upscale(), self.config.in_channels);
+        if hh % up != 0 || ww % up != 0 || image.len() != hh * ww * ic {
+            return Err(Error::shape("vae encode", format!("{} values for a {hh}x{ww} picture", image.len())));
+        }
+        let (h, w) = (hh / up, ww / up);
+        let piece = |y0: usize, x0: usize, th: usize, tw: usize| -> Result<Vec<f32>> {
+            let mut crop = Vec::with_capacity(th * up * tw * up * ic);
+            for y in y0 * up..(y0 + th) * up {
+                crop.extend_from_slice(&image[(y * ww + x0 * up) * ic..(y * ww + (x0 + tw) * up) * ic]);
+            }
+            let t = Tensor::from_f32(gpu, &[1, th * up, tw * up, ic], self.dtype, &crop)?;
+            Ok(self.encode(gpu, &t)?.0)
+        };
+        match self.encode_plan(gpu, o, (h, w))?.tile {
+            None => piece(0, 0, h, w),
+            Some((t, overlap)) => blend_tiles((h, w), 1, self.config.latent_channels, t, overlap, piece),
+        }
+    }
+
+    /// Records (does not run) the encoder on a picture of `h × w` latents: (arena bytes, largest arena buffer).
+    pub fn record(&self, gpu: &Gpu, (h, w): (usize, usize)) -> Result<(u64, u64)> {
+        let up = self.config.upscale();
+        let mut cx = Ctx::new(gpu, self.dtype);
+        let x = Tensor::empty(gpu, &[1, h * up, w * up, self.config.in_channels], self.dtype)?;
+        let _ = self.forward(&mut cx, &x)?;
+        Ok(cx.arena.created_bytes())
     }
 }

@@ -10,7 +10,7 @@ pub use decoder::VaeDecoder;
 pub use encoder::VaeEncoder;
 pub use tiling::{
     DEFAULT_DECODE_BUDGET, DEFAULT_TILE, DecodeBytes, DecodeOptions, DecodePlan, LIVE_HALVES_PER_LEVEL, Tiling,
-    blend_tiles, tile_starts,
+    blend_tiles, plan_pieces, tile_starts,
 };
 
 use std::path::Path;

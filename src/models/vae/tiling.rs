@@ -1,6 +1,6 @@
-//! How the decoder splits its work: one image at a time (slices), overlapping latent tiles blended linearly in
-//! pixel space when an image would exceed the memory budget or a buffer limit ([`Tiling`], [`DecodeOptions`]),
-//! and the memory estimate that decides it.
+//! How the VAE splits its work: one image at a time (slices), overlapping latent tiles blended linearly (the
+//! decoder in pixel space, the encoder in latent space) when an image would exceed the memory budget or a buffer
+//! limit ([`Tiling`], [`DecodeOptions`], [`plan_pieces`]), and the decoder's memory estimate that decides it.
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -51,6 +51,20 @@ pub const LIVE_HALVES_PER_LEVEL: u64 = 7;
 impl Default for DecodeOptions {
     fn default() -> Self {
         DecodeOptions { tiling: Tiling::Auto, budget: DEFAULT_DECODE_BUDGET, tile: None, overlap: None }
+    }
+}
+
+impl DecodeOptions {
+    /// These options with a tile side of `px` pixels (`--vae-tile-size`) on a VAE of upscale factor `up`; `px`
+    /// must be a positive multiple of `up`.
+    pub fn with_tile_px(self, px: Option<usize>, up: usize) -> Result<DecodeOptions> {
+        match px {
+            None => Ok(self),
+            Some(px) if px == 0 || px % up != 0 => {
+                Err(Error::input(format!("--vae-tile-size must be a positive multiple of {up}, got {px}")))
+            }
+            Some(px) => Ok(DecodeOptions { tile: Some(px / up), ..self }),
+        }
     }
 }
 
@@ -159,6 +173,35 @@ pub fn blend_tiles(
     Ok(acc)
 }
 
+/// How work over `h × w` latents is split under `o` (the decoder's and the encoder's planning), given whether a
+/// piece of `h × w` latents `fits` the budget and the adapter's limits: whole when it fits (or tiling is
+/// `Never`), else the largest square tile that fits, starting from the asked tile (`Always` without one: half the
+/// larger side, at most [`DEFAULT_TILE`]), overlapping by the asked overlap or a quarter of the tile.
+pub fn plan_pieces(
+    o: &DecodeOptions,
+    (h, w): (usize, usize),
+    what: &str,
+    fits: impl Fn(usize, usize) -> bool,
+) -> Result<DecodePlan> {
+    let whole = DecodePlan { tile: None, piece: (h, w), tiles: 1 };
+    let start = match o.tiling {
+        Tiling::Never => return Ok(whole),
+        Tiling::Auto if fits(h, w) => return Ok(whole),
+        Tiling::Auto => o.tile.unwrap_or(h.max(w)),
+        Tiling::Always => o.tile.unwrap_or(h.max(w).div_ceil(2).min(DEFAULT_TILE)),
+    };
+    let start = start.clamp(1, h.max(w));
+    let Some(t) = (1..=start).rev().find(|&t| fits(t.min(h), t.min(w))) else {
+        return Err(Error::limit(what, "not even a 1x1 latent tile fits the budget"));
+    };
+    let overlap = o.overlap.unwrap_or((t / 4).max(1)).min(t.saturating_sub(1));
+    let tiles = tile_starts(h, t.min(h), overlap).len() * tile_starts(w, t.min(w), overlap).len();
+    if tiles == 1 {
+        return Ok(whole);
+    }
+    Ok(DecodePlan { tile: Some((t, overlap)), piece: (t.min(h), t.min(w)), tiles })
+}
+
 impl VaeDecoder {
     /// Estimated memory of decoding one `h × w` latent piece in one forward, from the layer shapes (no GPU
     /// work): per resolution level, [`LIVE_HALVES_PER_LEVEL`] / 2 activations of the level's largest channel
@@ -200,25 +243,8 @@ impl VaeDecoder {
     }
 
     /// How a decode of `h × w` latents runs under `self.tiling` on this adapter.
-    pub fn decode_plan(&self, gpu: &Gpu, (h, w): (usize, usize)) -> Result<DecodePlan> {
-        let o = &self.tiling;
-        let whole = DecodePlan { tile: None, piece: (h, w), tiles: 1 };
-        let start = match o.tiling {
-            Tiling::Never => return Ok(whole),
-            Tiling::Auto if self.fits(gpu, h, w) => return Ok(whole),
-            Tiling::Auto => o.tile.unwrap_or(h.max(w)),
-            Tiling::Always => o.tile.unwrap_or(h.max(w).div_ceil(2).min(DEFAULT_TILE)),
-        };
-        let start = start.clamp(1, h.max(w));
-        let Some(t) = (1..=start).rev().find(|&t| self.fits(gpu, t.min(h), t.min(w))) else {
-            return Err(Error::limit("vae decode", "not even a 1x1 latent tile fits the decode budget"));
-        };
-        let overlap = o.overlap.unwrap_or((t / 4).max(1)).min(t.saturating_sub(1));
-        let tiles = tile_starts(h, t.min(h), overlap).len() * tile_starts(w, t.min(w), overlap).len();
-        if tiles == 1 {
-            return Ok(whole);
-        }
-        Ok(DecodePlan { tile: Some((t, overlap)), piece: (t.min(h), t.min(w)), tiles })
+    pub fn decode_plan(&self, gpu: &Gpu, hw: (usize, usize)) -> Result<DecodePlan> {
+        plan_pieces(&self.tiling, hw, "vae decode", |h, w| self.fits(gpu, h, w))
     }
 
     /// Decodes NHWC latents `z` `[b, h, w, latent]` (already divided by `scaling_factor`) to NHWC
