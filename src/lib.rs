@@ -3,6 +3,7 @@
 //! This crate holds the GPU runtime (`gpu`), GPU tensors (`tensor`) and the WGSL kernel library with its Rust-side
 //! ops (`ops`). Models, schedulers and the edit machinery build on these (see docs/DESIGN.md and docs/ARCHITECTURE.md).
 pub mod app;
+pub mod batch;
 pub mod bench;
 pub mod convert;
 pub mod error;

@@ -36,6 +36,9 @@ enum Command {
     /// DDIM-invert a picture once (--image, --prompt describing it) into an inversion file (--out); edit from it
     /// with the main command's --inverted FILE, as often as wanted.
     Invert(p2p_wgpu::app::invert::InvertArgs),
+    /// Run many jobs (a JSON Lines file of requests with ids) through one loaded model: resumable, shardable on
+    /// Slurm array jobs and Kubernetes Indexed Jobs (--merge checks and merges the shards).
+    Batch(p2p_wgpu::app::batch::BatchArgs),
     /// Convert a single-file SD 1.x checkpoint (original CompVis key names, .safetensors) into a diffusers folder.
     Convert(ConvertArgs),
 }
@@ -93,6 +96,7 @@ fn run(cli: Cli) -> p2p_wgpu::Result<()> {
     match command {
         Command::Info(args) => p2p_wgpu::app::info::run(&args, gpu),
         Command::Invert(args) => p2p_wgpu::app::invert::run(&args, gpu),
+        Command::Batch(args) => p2p_wgpu::app::batch::run(&args, gpu),
         Command::Convert(args) => {
             use p2p_wgpu::convert::{ConfigSource, ConvertOptions, Preset, convert};
             let configs = match (args.config_from, args.preset) {
@@ -135,8 +139,13 @@ fn main() {
     if let Some(m) = cli.command.is_none().then(|| cli.generate.usage_error()).flatten() {
         Cli::command().error(clap::error::ErrorKind::ArgumentConflict, m).exit();
     }
-    if let Err(e) = run(cli) {
-        say(&format!("p2p-wgpu: error: {e}"));
-        std::process::exit(1);
+    match run(cli) {
+        Ok(()) => {}
+        // Stopped by SIGINT/SIGTERM (batch): the shell's convention for a signal-stopped job.
+        Err(p2p_wgpu::Error::Cancelled) => std::process::exit(130),
+        Err(e) => {
+            say(&format!("p2p-wgpu: error: {e}"));
+            std::process::exit(1);
+        }
     }
 }

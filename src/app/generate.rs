@@ -147,6 +147,11 @@ const MAX_IMAGE_FILE: u64 = 256 << 20;
 
 /// Reads and decodes `--image`.
 pub fn read_image(path: &Path) -> Result<crate::input_image::Picture> {
+    crate::input_image::decode(&path.display().to_string(), &read_image_bytes(path)?)
+}
+
+/// Reads a picture file's bytes, refusing what is not a file or is over the size limit.
+pub fn read_image_bytes(path: &Path) -> Result<Vec<u8>> {
     let name = path.display().to_string();
     let meta = std::fs::metadata(path).map_err(|e| Error::input(format!("{name}: {e}")))?;
     if !meta.is_file() {
@@ -155,8 +160,7 @@ pub fn read_image(path: &Path) -> Result<crate::input_image::Picture> {
     if meta.len() > MAX_IMAGE_FILE {
         return Err(Error::input(format!("{name}: {} bytes is more than the {MAX_IMAGE_FILE} accepted", meta.len())));
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::input(format!("{name}: {e}")))?;
-    crate::input_image::decode(&name, &bytes)
+    std::fs::read(path).map_err(|e| Error::input(format!("{name}: {e}")))
 }
 
 impl GenerateArgs {
@@ -224,7 +228,6 @@ impl GenerateArgs {
     }
 }
 
-/// Reads a latent file: tensor `latents` `[1, C, h, w]`.
 /// A clap parser for whole-number flags whose message says what is allowed (`--steps -1`: "must be between 1 and
 /// 1000", rather than clap's "invalid digit found in string"). Range checks beyond the sign are in
 /// [`Request::validate`].
@@ -234,6 +237,7 @@ pub(crate) fn whole<T: std::str::FromStr + Clone + Send + Sync + 'static>(
     move |s: &str| s.trim().parse::<T>().map_err(|_| format!("must be {allowed}"))
 }
 
+/// Reads a latent file: tensor `latents` `[1, C, h, w]`.
 pub fn read_latents(path: &Path) -> Result<(Vec<f32>, [usize; 4])> {
     let f = SafetensorsFile::open(path)?;
     let info =
