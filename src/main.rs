@@ -39,6 +39,8 @@ enum Command {
     /// Run many jobs (a JSON Lines file of requests with ids) through one loaded model: resumable, shardable on
     /// Slurm array jobs and Kubernetes Indexed Jobs (--merge checks and merges the shards).
     Batch(p2p_wgpu::app::batch::BatchArgs),
+    /// Serve a local web page for editing by clicking words (and its JSON API) on one loaded model.
+    Serve(p2p_wgpu::app::serve::ServeArgs),
     /// Convert a single-file SD 1.x checkpoint (original CompVis key names, .safetensors) into a diffusers folder.
     Convert(ConvertArgs),
 }
@@ -97,6 +99,7 @@ fn run(cli: Cli) -> p2p_wgpu::Result<()> {
         Command::Info(args) => p2p_wgpu::app::info::run(&args, gpu),
         Command::Invert(args) => p2p_wgpu::app::invert::run(&args, gpu),
         Command::Batch(args) => p2p_wgpu::app::batch::run(&args, gpu),
+        Command::Serve(args) => p2p_wgpu::app::serve::run(&args, gpu),
         Command::Convert(args) => {
             use p2p_wgpu::convert::{ConfigSource, ConvertOptions, Preset, convert};
             let configs = match (args.config_from, args.preset) {

@@ -6,4 +6,5 @@ pub mod generate;
 pub mod info;
 pub mod invert;
 pub mod precision;
+pub mod serve;
 pub mod vae;
