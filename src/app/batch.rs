@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::gpu::GpuOptions;
 use crate::output::{OutputFiles, write_atomic};
 use crate::pipelines::Step;
-use crate::session::{Files, Session, SessionOptions};
+use crate::session::{Files, Session};
 
 #[derive(clap::Args, Debug, Clone)]
 #[command(group(clap::ArgGroup::new("input").args(["jobs", "pairs", "merge"]).required(true)))]
@@ -161,14 +161,7 @@ pub fn run(a: &BatchArgs, gpu: GpuOptions) -> Result<()> {
     install_signal_handler()?;
 
     let t_load = Instant::now();
-    let options = SessionOptions {
-        gpu,
-        precision: a.precision.precision(),
-        variant: a.precision.variant.clone(),
-        decode: a.vae.decode_options()?,
-        vae_tile_px: a.vae.vae_tile_size,
-        ..SessionOptions::new(model.clone())
-    };
+    let options = super::precision::session_options(model.clone(), gpu, &a.precision, &a.vae)?;
     let session = Session::open(&options)?;
     let adapter = session.gpu.info.name.clone();
     let which = match &shard {

@@ -217,14 +217,7 @@ impl GenerateArgs {
 
     /// The session these flags open on `model`.
     pub fn session_options(&self, model: PathBuf, gpu: GpuOptions) -> Result<SessionOptions> {
-        Ok(SessionOptions {
-            model,
-            gpu,
-            precision: self.precision.precision(),
-            variant: self.precision.variant.clone(),
-            decode: self.vae.decode_options()?,
-            vae_tile_px: self.vae.vae_tile_size,
-        })
+        super::precision::session_options(model, gpu, &self.precision, &self.vae)
     }
 }
 

@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::gpu::GpuOptions;
 use crate::output::{OutputFiles, write_atomic};
 use crate::pipelines::Step;
-use crate::session::{Request, Session, SessionOptions};
+use crate::session::{Request, Session};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct InvertArgs {
@@ -65,9 +65,7 @@ pub fn run(a: &InvertArgs, gpu: GpuOptions) -> Result<()> {
     let folder = a.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let targets = OutputFiles::new(folder, &[], &[("--out", a.out.as_path())]);
     targets.check(&[model.as_path()], &[a.image.as_path()])?;
-    let (precision, variant) = (a.precision.precision(), a.precision.variant.clone());
-    let (decode, vae_tile_px) = (a.vae.decode_options()?, a.vae.vae_tile_size);
-    let options = SessionOptions { gpu, precision, variant, decode, vae_tile_px, ..SessionOptions::new(model) };
+    let options = super::precision::session_options(model, gpu, &a.precision, &a.vae)?;
     let session = Session::open(&options)?;
     session.check(&req)?;
     let bar = step_bar()?;

@@ -1,6 +1,11 @@
 //! The weight-variant and precision flags shared by the main command, `invert` and `info` (one definition, so the
 //! three agree on names, defaults and help).
-use crate::session::Precision;
+use std::path::PathBuf;
+
+use super::vae::VaeArgs;
+use crate::error::Result;
+use crate::gpu::GpuOptions;
+use crate::session::{Precision, SessionOptions};
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct PrecisionArgs {
@@ -25,4 +30,16 @@ impl PrecisionArgs {
     pub fn precision(&self) -> Precision {
         Precision { f16: self.f16, f32: self.f32, vae_f16: self.vae_f16 }
     }
+}
+
+/// The session the shared precision and VAE flags open on `model` (the main command, `invert`, `batch`, `serve`).
+pub fn session_options(model: PathBuf, gpu: GpuOptions, p: &PrecisionArgs, v: &VaeArgs) -> Result<SessionOptions> {
+    Ok(SessionOptions {
+        gpu,
+        precision: p.precision(),
+        variant: p.variant.clone(),
+        decode: v.decode_options()?,
+        vae_tile_px: v.vae_tile_size,
+        ..SessionOptions::new(model)
+    })
 }

@@ -17,7 +17,7 @@ use super::precision::PrecisionArgs;
 use super::vae::VaeArgs;
 use crate::error::{Error, Result};
 use crate::gpu::GpuOptions;
-use crate::session::{Session, SessionOptions};
+use crate::session::Session;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -44,14 +44,7 @@ pub fn run(a: &ServeArgs, gpu: GpuOptions) -> Result<()> {
     }
     let model = model_dir(a.model.as_deref())?;
     crate::weights::folder::DiffusersFolder::open(&model)?;
-    let options = SessionOptions {
-        gpu,
-        precision: a.precision.precision(),
-        variant: a.precision.variant.clone(),
-        decode: a.vae.decode_options()?,
-        vae_tile_px: a.vae.vae_tile_size,
-        ..SessionOptions::new(model.clone())
-    };
+    let options = super::precision::session_options(model.clone(), gpu, &a.precision, &a.vae)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
