@@ -291,3 +291,33 @@ fn the_page_needs_no_other_origin() {
         assert_eq!(http(srv.port, "GET", asset, &[], b"").0, 200, "{asset}");
     }
 }
+
+#[test]
+fn an_uploaded_picture_is_edited_from_its_inversion() {
+    let srv = serve(&[]);
+    let p = srv.port;
+    let png = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/inversion/input.png")).unwrap();
+    let (s, _, b) = http(p, "POST", "/api/images", &[("Content-Type", "image/png")], &png);
+    let up = json_of(&b);
+    assert_eq!(s, 201, "{up}");
+    let id = up["id"].as_str().unwrap();
+    let (s, head, back) = http(p, "GET", &format!("/api/images/{id}"), &[], b"");
+    assert!(s == 200 && head.contains("image/png") && back.starts_with(b"\x89PNG"));
+    let req = json!({"prompt": "a red bicycle on a hill", "swap": ["bicycle=car"], "steps": 2, "upload": id});
+    let (s, run) = post(p, &req);
+    assert_eq!(s, 201, "{run}");
+    assert_eq!(run["upload"], id);
+    assert!(run["request"]["image"].is_null(), "the summary carries the picture's bytes");
+    let ev = events(p, run["id"].as_str().unwrap(), None);
+    let result = &ev.last().unwrap().1;
+    assert_eq!(result["status"], "done", "{result}");
+    let files: Vec<&str> = result["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+    assert!(files.iter().any(|f| f.ends_with("/input.png")), "{files:?}");
+    // Refusals: not a picture, an unknown upload, a seed with a picture.
+    let (s, _, b) = http(p, "POST", "/api/images", &[], b"not a picture at all");
+    assert_eq!(s, 400, "{}", String::from_utf8_lossy(&b));
+    let (s, r) = post(p, &json!({"prompt": "a red bicycle", "upload": "0123456789abcdef0123456789abcdef"}));
+    assert!(s == 400 && r["error"].as_str().unwrap().contains("no uploaded picture"), "{r}");
+    let (s, r) = post(p, &json!({"prompt": "a red bicycle on a hill", "upload": id, "seed": 1}));
+    assert!(s == 400 && r["error"].as_str().unwrap().contains("--seed"), "{r}");
+}

@@ -1,10 +1,10 @@
 // The page of `p2p-wgpu serve` in a real browser (the system's headless Chromium through playwright-core): type a
 // prompt and generate; click word chips to set a swap and a reweight; run the edit; check that the result images
 // load and differ, that the clicked token's attention overlay is drawn, and that a bad edit shows the CLI's error
-// line. Saves screenshots before and after the edit. Prints the click-to-first-preview and click-to-image times.
+// line; upload a picture and edit it from its inversion. Saves screenshots before and after the edit. Prints the click-to-first-preview and click-to-image times.
 //
 //   node tests/browser/page.test.mjs [--model DIR] [--prompt TEXT --swap WORD=NEW --reweight WORD=C] [--steps N]
-//        [--screenshots DIR]
+//        [--screenshots DIR] [--picture FILE]
 // Defaults: the tiny SD fixture, 3 steps, screenshots to $TMPDIR. Exits 0 on success, 1 with the reason.
 import { spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
@@ -140,6 +140,20 @@ try {
   await page.waitForFunction(() => document.getElementById("error").textContent !== "");
   const err = await page.textContent("#error");
   if (!err.includes("--steps")) fail("the error line does not name --steps: " + err);
+  // A picture uploaded from a file and edited from its inversion (the tiny fixture's test picture by default).
+  const picture = arg("picture", model.endsWith("sd1-tiny") ? join(root, "tests/fixtures/inversion/input.png") : "");
+  if (picture) {
+    await page.fill("#steps", "2");
+    await page.setInputFiles("#picture", picture);
+    await page.waitForFunction(() => !document.getElementById("picture-thumb").hidden);
+    await page.click("#edit");
+    const s = await waitStatus(page, "done", limitMs);
+    await page.waitForFunction(() => {
+      const imgs = [...document.querySelectorAll("#images img")];
+      return imgs.length === 3 && imgs[0].alt === "input.png" && imgs.every((i) => i.complete && i.naturalWidth > 0);
+    }, null, { timeout: 30000 }).catch(() => fail("the picture edit does not show input | source | edit"));
+    console.log("browser test: picture edit: " + s);
+  }
   if (outside.length) fail("the page fetched other origins: " + outside.join(", "));
   if (consoleErrors.length) fail("script errors: " + consoleErrors.join("; "));
   console.log(`browser test: passed (mean pixel difference ${differ.toFixed(1)}, error shown: ${err}); screenshots in ${shots}`);

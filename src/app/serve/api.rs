@@ -58,6 +58,8 @@ pub fn router(app: App) -> Router {
         .route("/api/info", get(info))
         .route("/api/tokens", get(tokens))
         .route("/api/runs", get(list).post(submit))
+        .route("/api/images", axum::routing::post(upload))
+        .route("/api/images/{id}", get(picture))
         .route("/api/runs/{id}", get(show).delete(cancel))
         .route("/api/runs/{id}/events", get(events))
         .route("/api/runs/{id}/files/{name}", get(file))
@@ -114,11 +116,29 @@ async fn tokens(State(app): State<App>, Query(q): Query<HashMap<String, String>>
 }
 
 /// Parses and checks a request body exactly as the command line checks its flags (`Request::validate`, then
-/// `Session::check`: words, sizes, steps against the loaded model), and fills in what the server decides: a
-/// seed when none is given (reported back), and the attention maps of an edit for the page.
-pub fn checked_request(app: &App, body: &[u8]) -> Result<(Request, Vec<String>), Error> {
+/// `Session::check`: words, sizes, steps against the loaded model), and fills in what the server decides: the
+/// uploaded picture named by `"upload": ID` (a request names no file), a seed when none is given (reported back),
+/// and the attention maps of an edit for the page. Returns the request, its upload id and its prompts.
+pub fn checked_request(app: &App, body: &[u8]) -> Result<(Request, Option<String>, Vec<String>), Error> {
     let text = std::str::from_utf8(body).map_err(|_| Error::input("request: the body is not UTF-8 JSON"))?;
-    let mut req = Request::from_json(text)?;
+    let mut v: Value = serde_json::from_str(text).map_err(|e| Error::input(format!("request: {e}")))?;
+    let upload = match v.as_object_mut().and_then(|m| m.remove("upload")) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => Some(id),
+        Some(other) => {
+            return Err(Error::input(format!("request: upload must be the id of an uploaded picture, got {other}")));
+        }
+    };
+    let mut req: Request = serde_json::from_value(v).map_err(|e| Error::input(format!("request: {e}")))?;
+    if let Some(id) = &upload {
+        let p = app.shared.picture(id).ok_or_else(|| {
+            Error::input(format!(
+                "no uploaded picture {id:?} (the newest {} are kept); upload it again",
+                super::runs::MAX_UPLOADS
+            ))
+        })?;
+        req.image = Some(p);
+    }
     req.validate()?;
     app.shared.session.check(&req)?;
     if req.seed.is_none() && req.latents.is_none() && !req.is_real_image() {
@@ -127,15 +147,15 @@ pub fn checked_request(app: &App, body: &[u8]) -> Result<(Request, Vec<String>),
     // The page's attention overlays (the engine keeps maps for edits only).
     req.attention = req.is_edit();
     let prompts = app.shared.session.plan(&req)?.map_or_else(|| vec![req.prompt.clone()], |p| p.prompts);
-    Ok((req, prompts))
+    Ok((req, upload, prompts))
 }
 
 async fn submit(State(app): State<App>, body: Bytes) -> Response {
-    let (req, prompts) = match checked_request(&app, &body) {
+    let (req, upload, prompts) = match checked_request(&app, &body) {
         Ok(x) => x,
         Err(e) => return engine_error(e),
     };
-    match app.shared.submit(req, prompts) {
+    match app.shared.submit(req, upload, prompts) {
         Ok(id) => {
             let run = app.shared.lock().runs.get(&id).map(|r| r.summary());
             (StatusCode::CREATED, axum::Json(run.unwrap_or(json!({"id": id})))).into_response()
@@ -145,6 +165,31 @@ async fn submit(State(app): State<App>, body: Bytes) -> Response {
             format!("the queue is full ({} runs waiting); try again when one has finished", super::runs::QUEUE),
         ),
         Err(Some(e)) => engine_error(e),
+    }
+}
+
+/// `POST /api/images`: a picture file's bytes (PNG, JPEG or WebP), decoded and checked as `--image` is; answers
+/// its id, which a request names as `"upload": ID`.
+async fn upload(State(app): State<App>, body: Bytes) -> Response {
+    let picture = match crate::input_image::decode("the uploaded picture", &body) {
+        Ok(p) => p,
+        Err(e) => return engine_error(e),
+    };
+    let (w, h) = (picture.width, picture.height);
+    match app.shared.upload(picture) {
+        Ok(id) => (StatusCode::CREATED, axum::Json(json!({"id": id, "width": w, "height": h}))).into_response(),
+        Err(e) => engine_error(e),
+    }
+}
+
+/// `GET /api/images/{id}`: an uploaded picture as PNG.
+async fn picture(State(app): State<App>, Path(id): Path<String>) -> Response {
+    let Some(p) = app.shared.picture(&id) else {
+        return error(StatusCode::NOT_FOUND, format!("no uploaded picture {id:?}"));
+    };
+    match crate::output::png(&p.rgb, p.height as usize, p.width as usize) {
+        Ok(b) => ([(header::CONTENT_TYPE, "image/png")], b).into_response(),
+        Err(e) => engine_error(e),
     }
 }
 

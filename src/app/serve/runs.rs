@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use crate::error::{Error, Result};
+use crate::input_image::Picture;
 use crate::output::png;
 use crate::pipelines::{Progress, Step};
 use crate::session::{AttentionMaps, Files, Request, Session};
@@ -21,6 +22,8 @@ use crate::session::{AttentionMaps, Files, Request, Session};
 pub const QUEUE: usize = 4;
 /// Finished runs kept for `GET` (the oldest are dropped).
 pub const MAX_KEPT: usize = 32;
+/// Uploaded pictures kept (the oldest are dropped).
+pub const MAX_UPLOADS: usize = 16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -41,6 +44,8 @@ impl Status {
 pub struct Run {
     pub id: String,
     pub request: Request,
+    /// The uploaded picture the request edits (its id), if any.
+    pub upload: Option<String>,
     pub status: Status,
     /// Server-sent events (name, JSON payload), in order: a `step` per UNet evaluation, then the `result`.
     pub events: Vec<(&'static str, String)>,
@@ -58,10 +63,13 @@ pub struct Run {
 impl Run {
     /// The run as `GET /api/runs/{id}` shows it.
     pub fn summary(&self) -> Value {
+        // The picture is shown by its upload id, not as its bytes.
+        let request = Request { image: None, ..self.request.clone() };
         json!({
             "id": self.id,
             "status": self.status,
-            "request": self.request,
+            "request": request,
+            "upload": self.upload,
             "prompts": self.prompts,
             "files": self.files.iter().map(|(n, _)| format!("/api/runs/{}/files/{n}", self.id)).collect::<Vec<_>>(),
             "attention": self.attention.is_some(),
@@ -107,6 +115,8 @@ pub struct Shared {
     pub registry: Mutex<Registry>,
     /// Woken on every change of any run (SSE streams re-check theirs).
     pub changed: Notify,
+    /// Uploaded pictures by id, oldest first.
+    pub uploads: Mutex<VecDeque<(String, Picture)>>,
     queue: SyncSender<String>,
 }
 
@@ -120,7 +130,8 @@ pub fn new_id() -> Result<String> {
 impl Shared {
     pub fn new(session: Arc<Session>) -> (Arc<Shared>, Receiver<String>) {
         let (queue, rx) = std::sync::mpsc::sync_channel(QUEUE);
-        (Arc::new(Shared { session, registry: Mutex::default(), changed: Notify::new(), queue }), rx)
+        let uploads = Mutex::default();
+        (Arc::new(Shared { session, registry: Mutex::default(), changed: Notify::new(), uploads, queue }), rx)
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
@@ -128,11 +139,17 @@ impl Shared {
     }
 
     /// Queues a checked request; `Err(None)` when the queue is full.
-    pub fn submit(&self, request: Request, prompts: Vec<String>) -> std::result::Result<String, Option<Error>> {
+    pub fn submit(
+        &self,
+        request: Request,
+        upload: Option<String>,
+        prompts: Vec<String>,
+    ) -> std::result::Result<String, Option<Error>> {
         let id = new_id().map_err(Some)?;
         let run = Run {
             id: id.clone(),
             request,
+            upload,
             status: Status::Queued,
             events: Vec::new(),
             error: None,
@@ -154,6 +171,23 @@ impl Shared {
                 Err(None)
             }
         }
+    }
+
+    /// Keeps an uploaded picture; returns its id.
+    pub fn upload(&self, picture: Picture) -> Result<String> {
+        let id = new_id()?;
+        let mut u = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        u.push_back((id.clone(), picture));
+        while u.len() > MAX_UPLOADS {
+            u.pop_front();
+        }
+        Ok(id)
+    }
+
+    /// An uploaded picture.
+    pub fn picture(&self, id: &str) -> Option<Picture> {
+        let u = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        u.iter().find(|(k, _)| k == id).map(|(_, p)| p.clone())
     }
 
     /// Asks a run to stop: a queued run is cancelled at once, a running one at its next step.

@@ -10,6 +10,7 @@ const state = {
   selected: null,     // selected word index
   run: null,          // the run in progress: {id, source}
   shown: null,        // the run whose results are shown: {id, prompts, request, attention}
+  upload: null,       // the uploaded picture being edited: {id, name}
   info: {},
 };
 
@@ -116,7 +117,11 @@ function chipEdited() {
 function baseRequest() {
   const r = { prompt: $("prompt").value.trim() };
   const seed = $("seed").value.trim();
-  if (seed !== "") r.seed = Number(seed);
+  if (state.upload) {
+    // A picture is edited from its inversion: no seed; the prompt describes the picture.
+    r.upload = state.upload.id;
+    r.inversion = $("inversion").value;
+  } else if (seed !== "") r.seed = Number(seed);
   const steps = $("steps").value.trim();
   if (steps !== "") r.steps = Number(steps);
   return r;
@@ -145,7 +150,9 @@ function editRequest() {
 function commandOf(r) {
   const a = ["p2p-wgpu"];
   if (state.info.model) a.push("--model", shellQuote(state.info.model));
+  if (r.upload) a.push("--image", shellQuote(state.upload && state.upload.id === r.upload ? state.upload.name : "PICTURE"));
   a.push("--prompt", shellQuote(r.prompt));
+  if (r.inversion && r.inversion !== "direct") a.push("--inversion", r.inversion);
   if (r.seed !== undefined && r.seed !== null) a.push("--seed", String(r.seed));
   if (r.steps) a.push("--steps", String(r.steps));
   (r.swap || []).forEach((s) => a.push("--swap", shellQuote(s)));
@@ -315,6 +322,13 @@ async function loadHistory() {
 
 async function restore(r) {
   const q = r.request;
+  if (r.upload) {
+    state.upload = { id: r.upload, name: "PICTURE" };
+    $("picture-thumb").src = "/api/images/" + r.upload;
+    $("picture-thumb").hidden = false;
+    $("picture-clear").hidden = false;
+    if (q.inversion) $("inversion").value = q.inversion;
+  } else pictureCleared();
   $("prompt").value = q.prompt;
   $("seed").value = q.seed ?? "";
   $("steps").value = q.steps ?? "";
@@ -330,6 +344,33 @@ async function restore(r) {
   showResult(r.id, r.prompts, r.files, q);
 }
 
+// ---- pictures -----------------------------------------------------------------------------------------------
+async function pictureChosen() {
+  const f = $("picture").files[0];
+  if (!f) return;
+  showError("");
+  try {
+    const r = await fetch("/api/images", { method: "POST", body: f });
+    const data = await r.json();
+    if (!r.ok) throw new Error(data.error || ("HTTP " + r.status));
+    state.upload = { id: data.id, name: f.name };
+    $("picture-thumb").src = "/api/images/" + data.id;
+    $("picture-thumb").hidden = false;
+    $("picture-clear").hidden = false;
+    $("picture-note").textContent = `${data.width}×${data.height}: describe it in the prompt; Generate reconstructs it`;
+  } catch (e) { showError(e.message); }
+  $("picture").value = "";
+  renderEdits();
+}
+
+function pictureCleared() {
+  state.upload = null;
+  $("picture-thumb").hidden = true;
+  $("picture-clear").hidden = true;
+  $("picture-note").textContent = "";
+  renderEdits();
+}
+
 // ---- wiring --------------------------------------------------------------------------------------------------
 function wire() {
   $("prompt").addEventListener("input", promptChanged);
@@ -339,6 +380,9 @@ function wire() {
   $("generate").addEventListener("click", () => start(baseRequest()));
   $("edit").addEventListener("click", () => start(editRequest()));
   $("cancel").addEventListener("click", cancel);
+  $("picture").addEventListener("change", pictureChosen);
+  $("picture-clear").addEventListener("click", pictureCleared);
+  $("inversion").addEventListener("input", renderEdits);
   ["swap-to", "reweight", "blend"].forEach((id) => $(id).addEventListener("input", chipEdited));
   $("swap-to").addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); start(editRequest()); } });
   ["target", "cross", "self", "seed", "steps"].forEach((id) => $(id).addEventListener("input", () => {
