@@ -46,6 +46,12 @@ function startServer() {
   });
 }
 
+// Clicks `sel` with the status line cleared first, so that waitStatus sees this run's status, not the last one's.
+async function clickAndRun(page, sel) {
+  await page.$eval("#status", (el) => { el.textContent = ""; });
+  await page.click(sel);
+}
+
 async function waitStatus(page, prefix, ms) {
   await page.waitForFunction((p) => document.getElementById("status").textContent.startsWith(p) ||
     document.getElementById("error").textContent !== "", prefix, { timeout: ms });
@@ -80,6 +86,7 @@ try {
   await page.waitForSelector(`.chip[data-word="${swapWord}"]`);
 
   // Generate (Enter in the prompt box).
+  await page.$eval("#status", (el) => { el.textContent = ""; });
   await page.press("#prompt", "Enter");
   const gen = await waitStatus(page, "done", limitMs);
   console.log("browser test: generate: " + gen);
@@ -99,7 +106,7 @@ try {
     fail("the command line does not show the edit: " + cmd);
   }
   const t0 = Date.now();
-  await page.click("#edit");
+  await clickAndRun(page, "#edit");
   const status = await waitStatus(page, "done", limitMs);
   console.log(`browser test: edit (${cmd}): ${status}; ${((Date.now() - t0) / 1000).toFixed(1)} s from the click`);
   await page.waitForFunction(() => {
@@ -146,7 +153,7 @@ try {
     await page.fill("#steps", "2");
     await page.setInputFiles("#picture", picture);
     await page.waitForFunction(() => !document.getElementById("picture-thumb").hidden);
-    await page.click("#edit");
+    await clickAndRun(page, "#edit");
     const s = await waitStatus(page, "done", limitMs);
     await page.waitForFunction(() => {
       const imgs = [...document.querySelectorAll("#images img")];
