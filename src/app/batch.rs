@@ -185,6 +185,9 @@ pub fn run(a: &BatchArgs, gpu: GpuOptions) -> Result<()> {
     let abort_after = fault.as_deref().and_then(|f| f.strip_prefix("after-rename:")).map(str::to_string);
     let (mut done, mut skipped, mut failed) = (0usize, 0usize, 0usize);
     let n = mine.len();
+    // What earlier runs left, read once: this run appends at most one line per job, for that job only.
+    let before: std::collections::BTreeMap<String, Line> =
+        manifest.latest().into_iter().map(|(id, l)| (id.to_string(), l.clone())).collect();
     for (k, job) in mine.iter().enumerate() {
         if STOP.load(Ordering::SeqCst) {
             break;
@@ -195,10 +198,9 @@ pub fn run(a: &BatchArgs, gpu: GpuOptions) -> Result<()> {
             Ok(p) => p.hash.clone(),
             Err((h, _)) => h.clone(),
         };
-        let latest = manifest.latest().get(job.id.as_str()).cloned().cloned();
-        match latest {
+        match before.get(&job.id) {
             Some(Line::Done(d)) if d.request_sha256 == hash => {
-                let bad = crate::batch::manifest::damaged_files(&out.join(&job.id), &d);
+                let bad = crate::batch::manifest::damaged_files(&out.join(&job.id), d);
                 if bad.is_empty() {
                     skipped += 1;
                     continue;
@@ -298,8 +300,7 @@ fn run_job(
     if let Some((name, bytes)) = &p.picture {
         req.image = Some(crate::input_image::decode(name, bytes)?);
     }
-    req.validate()?;
-    session.check(&req)?;
+    // `Session::run` checks the request (as `Session::check` does) before it samples anything.
     let (mut first, mut last, mut evals) = (None, None, 0usize);
     let mut progress = |_: &Step| {
         let t = Instant::now();

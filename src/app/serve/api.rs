@@ -139,7 +139,7 @@ pub fn checked_request(app: &App, body: &[u8]) -> Result<(Request, Option<String
         })?;
         req.image = Some(p);
     }
-    req.validate()?;
+    // `check` validates the request (`Request::validate`) and checks it against the model.
     app.shared.session.check(&req)?;
     if req.seed.is_none() && req.latents.is_none() && !req.is_real_image() {
         req.seed = Some(crate::session::random_seed() % (1 << 32));
